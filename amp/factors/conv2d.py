@@ -1,0 +1,195 @@
+"""2-D convolution (stride 1) as a product-sum factor per output pixel and channel (B.3.3, B.3.4).
+
+The input is padded and unfolded into patches ``(G, P, J)`` with ``P`` output positions and
+``J = C_in·k·k`` (the order of :func:`torch.nn.functional.unfold`); the kernel is stored as
+``(J, C_out)``. Every output position is then one fully connected factor of
+:mod:`amp.factors.linear` sharing the kernel, so the messages to the kernel and the bias multiply
+over positions (weight sharing) and the messages to the patches fold back onto the pixels they
+came from.
+
+Padding is part of the factor: ``"zeros"`` pads with the constant 0; ``"symmetric"`` mirrors the
+border including the edge pixel (the reference's ``NNlib.pad_symmetric``), so a padded pixel is a
+copy of an interior one and its messages return to that pixel.
+
+Reference: ``forward_conv_factor`` / ``backward_conv_factor`` / ``unfold_input`` in
+``lib/message_equations.jl``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+from amp.factors import linear
+from amp.gaussian import NatGaussian
+
+__all__ = [
+    "ConvForward",
+    "pad",
+    "pad_adjoint",
+    "symmetric_index",
+    "term_messages",
+    "to_bias",
+    "to_input",
+    "to_output",
+    "to_weight",
+]
+
+
+def symmetric_index(size: int, padding: int, device: torch.device | None = None) -> Tensor:
+    """Source index of every position of a symmetrically padded axis.
+
+    ``[1, 2, 3]`` padded by 2 is ``[2, 1, 1, 2, 3, 3, 2]``, i.e. indices ``[1, 0, 0, 1, 2, 2, 1]``.
+    """
+    if padding > size:
+        raise ValueError(f"symmetric padding {padding} needs an axis of at least that size")
+    left = torch.arange(padding - 1, -1, -1, device=device)
+    right = torch.arange(size - 1, size - 1 - padding, -1, device=device)
+    return torch.cat([left, torch.arange(size, device=device), right])
+
+
+def pad(t: Tensor, padding: int, mode: str) -> Tensor:
+    """Pad the last two axes of ``(G, C, H, W)`` by ``padding`` pixels in the given mode."""
+    if padding == 0:
+        return t
+    if mode == "zeros":
+        return F.pad(t, (padding, padding, padding, padding))
+    rows = symmetric_index(t.shape[-2], padding, t.device)
+    cols = symmetric_index(t.shape[-1], padding, t.device)
+    return t.index_select(-2, rows).index_select(-1, cols)
+
+
+def pad_adjoint(t: Tensor, padding: int, mode: str) -> Tensor:
+    """Transpose of :func:`pad`: sums the values at copies of a pixel back onto it."""
+    if padding == 0:
+        return t
+    if mode == "zeros":
+        return t[..., padding:-padding, padding:-padding]
+    h, w = t.shape[-2] - 2 * padding, t.shape[-1] - 2 * padding
+    rows = symmetric_index(h, padding, t.device)
+    cols = symmetric_index(w, padding, t.device)
+    out = t.new_zeros(*t.shape[:-1], w).index_add_(-1, cols, t)
+    return out.new_zeros(*t.shape[:-2], h, w).index_add_(-2, rows, out)
+
+
+@dataclass(frozen=True)
+class ConvForward:
+    """Forward pass of a group: the per-position linear forward plus the geometry."""
+
+    linear: linear.LinearForward
+    in_shape: tuple[int, ...]
+    out_hw: tuple[int, int]
+    kernel_size: int
+    padding: int
+    mode: str
+
+    def message(self) -> NatGaussian:
+        """Forward message of the outputs, ``(G, C_out, H_out, W_out)``."""
+        return _to_image(self.linear.message(), self.out_hw)
+
+
+def _to_patches(t: Tensor, kernel_size: int) -> Tensor:
+    """``(G, C, H, W)`` → patches ``(G, P, C·k·k)``."""
+    return F.unfold(t, kernel_size).transpose(1, 2)
+
+
+def _to_image(m: NatGaussian, out_hw: tuple[int, int]) -> NatGaussian:
+    """``(G, P, C)`` → ``(G, C, H_out, W_out)``."""
+    g, _, c = m.shape
+    return NatGaussian(
+        m.tau.transpose(1, 2).reshape(g, c, *out_hw), m.rho.transpose(1, 2).reshape(g, c, *out_hw)
+    )
+
+
+def _to_positions(m: NatGaussian) -> NatGaussian:
+    """``(G, C, H, W)`` → ``(G, P, C)``."""
+    return NatGaussian(m.tau.flatten(2).transpose(1, 2), m.rho.flatten(2).transpose(1, 2))
+
+
+def to_output(
+    x_mean: Tensor,
+    x_var: Tensor | None,
+    w: NatGaussian,
+    b: NatGaussian,
+    *,
+    kernel_size: int,
+    padding: int = 0,
+    mode: str = "symmetric",
+) -> ConvForward:
+    """Forward moments of every output pixel (P1 per position).
+
+    Args:
+        x_mean: Input means (or deterministic inputs), ``(G, C_in, H, W)``.
+        x_var: Input variances, same shape; ``None`` for a deterministic input.
+        w: Kernel distribution, ``(C_in·k·k, C_out)`` or per example ``(G, C_in·k·k, C_out)``.
+        b: Bias distribution, ``(C_out,)`` or ``(G, C_out)``.
+        kernel_size: Kernel side ``k``.
+        padding: Pixels added on each side.
+        mode: ``"zeros"`` or ``"symmetric"``.
+
+    Returns:
+        The forward pass; :meth:`ConvForward.message` is ``(G, C_out, H_out, W_out)``.
+    """
+    h = x_mean.shape[-2] + 2 * padding - kernel_size + 1
+    w_out = x_mean.shape[-1] + 2 * padding - kernel_size + 1
+    patches_mean = _to_patches(pad(x_mean, padding, mode), kernel_size)
+    patches_var = None if x_var is None else _to_patches(pad(x_var, padding, mode), kernel_size)
+    fwd = linear.to_output(patches_mean, patches_var, w, b)
+    return ConvForward(fwd, tuple(x_mean.shape), (h, w_out), kernel_size, padding, mode)
+
+
+def term_messages(fwd: ConvForward, m_back: NatGaussian) -> NatGaussian:
+    """Messages to every product term, ``(G, P, C_in·k·k, C_out)``.
+
+    Args:
+        fwd: Forward pass.
+        m_back: Messages arriving at the outputs, ``(G, C_out, H_out, W_out)``.
+    """
+    return linear.term_messages(fwd.linear, _to_positions(m_back))
+
+
+def to_weight(
+    fwd: ConvForward, m_terms: NatGaussian, *, reduce_examples: bool = False
+) -> NatGaussian:
+    """Messages to the kernel, multiplied over positions: ``(G, J, C_out)`` or ``(J, C_out)``."""
+    return linear.to_weight(fwd.linear, m_terms, reduce_examples=reduce_examples)
+
+
+def to_bias(fwd: ConvForward, m_back: NatGaussian, *, reduce_examples: bool = False) -> NatGaussian:
+    """Messages to the bias, multiplied over positions: ``(G, C_out)`` or ``(C_out,)``."""
+    return linear.to_bias(fwd.linear, _to_positions(m_back), reduce_examples=reduce_examples)
+
+
+def to_input(fwd: ConvForward, m_terms: NatGaussian) -> NatGaussian:
+    """Variational messages to the input pixels, ``(G, C_in, H, W)`` (before any floor).
+
+    The messages to the patch entries are summed onto the pixels they were copied from
+    (``fold``), then the padding's copies are summed back onto their source pixels.
+    """
+    m_patches = linear.to_input(fwd.linear, m_terms)
+    padded_hw = (fwd.in_shape[-2] + 2 * fwd.padding, fwd.in_shape[-1] + 2 * fwd.padding)
+
+    def back(t: Tensor) -> Tensor:
+        folded = F.fold(t.transpose(1, 2), padded_hw, fwd.kernel_size)
+        return pad_adjoint(folded, fwd.padding, fwd.mode)
+
+    return NatGaussian(back(m_patches.tau), back(m_patches.rho))
+
+
+def predict(
+    x_mean: Tensor,
+    x_var: Tensor | None,
+    w: NatGaussian,
+    b: NatGaussian,
+    *,
+    kernel_size: int,
+    padding: int = 0,
+    mode: str = "symmetric",
+) -> NatGaussian:
+    """Forward message for prediction, ``(G, C_out, H_out, W_out)``."""
+    return to_output(
+        x_mean, x_var, w, b, kernel_size=kernel_size, padding=padding, mode=mode
+    ).message()
