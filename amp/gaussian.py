@@ -157,6 +157,10 @@ class NatGaussian:
         """Reshape both parameter tensors."""
         return NatGaussian(self.tau.reshape(*shape), self.rho.reshape(*shape))
 
+    def expand(self, *shape: int) -> NatGaussian:
+        """Broadcast to a larger shape (a copy, so that in-place updates stay independent)."""
+        return NatGaussian(self.tau.expand(*shape).clone(), self.rho.expand(*shape).clone())
+
     def to(self, *args: object, **kwargs: object) -> NatGaussian:
         """Move or cast both parameter tensors (arguments of :meth:`torch.Tensor.to`)."""
         return NatGaussian(self.tau.to(*args, **kwargs), self.rho.to(*args, **kwargs))
@@ -168,6 +172,30 @@ class NatGaussian:
     def sum(self, dim: int | tuple[int, ...]) -> NatGaussian:
         """Product of the densities along ``dim`` (natural parameters sum)."""
         return NatGaussian(self.tau.sum(dim), self.rho.sum(dim))
+
+    def sum_to(self, shape: tuple[int, ...] | torch.Size) -> NatGaussian:
+        """Product of the densities over the dimensions broadcast to reach ``shape``."""
+        return NatGaussian(self.tau.sum_to_size(shape), self.rho.sum_to_size(shape))
+
+    def take(self, dim: int, index: Tensor | int) -> NatGaussian:
+        """Entries at ``index`` along ``dim`` (a tensor keeps the dimension, an int drops it)."""
+        if isinstance(index, int):
+            return NatGaussian(self.tau.select(dim, index), self.rho.select(dim, index))
+        return NatGaussian(self.tau.index_select(dim, index), self.rho.index_select(dim, index))
+
+    def put_(self, dim: int, index: Tensor | int, value: NatGaussian) -> None:
+        """Overwrite the entries at ``index`` along ``dim`` in place (inverse of :meth:`take`)."""
+        if isinstance(index, int):
+            self.tau.select(dim, index).copy_(value.tau)
+            self.rho.select(dim, index).copy_(value.rho)
+        else:
+            self.tau.index_copy_(dim, index, value.tau)
+            self.rho.index_copy_(dim, index, value.rho)
+
+    def add_(self, other: NatGaussian) -> None:
+        """Multiply ``other`` into this density in place (natural parameters add)."""
+        self.tau.add_(other.tau)
+        self.rho.add_(other.rho)
 
     @staticmethod
     def cat(parts: list[NatGaussian], dim: int = 0) -> NatGaussian:

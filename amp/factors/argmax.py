@@ -5,6 +5,9 @@ For each non-target logit ``i`` the factor graph has ``d_i = x_t − x_i + ε_i`
 truncating ``d_i`` (EP) and mapping the result back through the sum ``d_i``; the messages to
 non-target logits are then precision-scaled by ``P(d_i > 0)``, a heuristic of the reference.
 
+Both computations run in float64 whatever the input dtype (the truncation moments cancel
+badly in float32) and are cast back.
+
 Prediction treats the logits as independent Gaussians and uses the pairwise-probit product
 ``p_j ∝ Π_{i≠j} Φ((μ_j − μ_i) / √(σ_i² + σ_j² + NOISE_VAR))`` (no sampling, no softmax).
 
@@ -13,6 +16,8 @@ Reference: ``forward_argmax`` / ``backward_argmax`` in ``lib/message_equations.j
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -40,7 +45,15 @@ REGULARIZER_VAR = 0.1
 """Variance of the regularising pseudo-observations."""
 
 _MIN_TRUNCATION_FACTOR = 1e-300
-"""Keeps ``1 − v(v + t)`` positive where it underflows in the extreme lower tail."""
+"""Keeps ``w = 1 − v(v + t)`` positive where it underflows."""
+
+ASYMPTOTIC_BELOW = 40.0
+"""For t < −40 the truncated moments use their asymptotic series in 1/t² (four terms:
+relative error below 1e-10 there): v + t = 1/α − 2/α³ + 10/α⁵ − 74/α⁷ + 706/α⁹ and
+w = 1/α² − 6/α⁴ + 50/α⁶ − 518/α⁸ with α = −t, from the Mills-ratio expansion."""
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 
 def predict(mean: Tensor, var: Tensor, noise_var: float = NOISE_VAR) -> Tensor:
@@ -57,23 +70,38 @@ def predict(mean: Tensor, var: Tensor, noise_var: float = NOISE_VAR) -> Tensor:
     Returns:
         Probabilities, ``(..., K)``, summing to one along the last axis.
     """
+    dtype = mean.dtype
+    mean, var = mean.double(), var.double()
     diff = mean.unsqueeze(-1) - mean.unsqueeze(-2)  # [..., j, i] = μ_j − μ_i
     scale = torch.sqrt(var.unsqueeze(-1) + var.unsqueeze(-2) + noise_var)
     log_terms = normal.log_cdf(diff / scale)
     log_terms = log_terms - torch.diag_embed(torch.diagonal(log_terms, dim1=-2, dim2=-1))
-    return torch.softmax(log_terms.sum(-1), dim=-1)
+    return torch.softmax(log_terms.sum(-1), dim=-1).to(dtype)
 
 
 def truncate_positive(m: NatGaussian) -> NatGaussian:
     """Moment-matched ``m(d) · 1[d > 0]`` (``truncated``): mean μ + vσ, variance σ² w.
 
-    With t = μ/σ, v = φ(t)/Φ(t) (log space) and w = 1 − v(v + t).
+    With t = μ/σ, v = φ(t)/Φ(t) and w = 1 − v(v + t). ``v`` is computed from the scaled
+    complementary error function, ``v = √(2/π) / erfcx(−t/√2)``, accurate far into the lower
+    tail; below t = −:data:`ASYMPTOTIC_BELOW` (where ``v + t`` and ``w`` cancel) the asymptotic
+    series of the truncated normal's moments take over. Computed in float64.
     """
-    sqrt_rho = torch.sqrt(m.rho)
-    t = m.tau / sqrt_rho
-    v = normal.inverse_mills_ratio(t)
-    w = (1.0 - v * (v + t)).clamp_min(_MIN_TRUNCATION_FACTOR)
-    return NatGaussian((m.tau + v * sqrt_rho) / w, m.rho / w)
+    tau, rho = m.tau.double(), m.rho.double()
+    sqrt_rho = torch.sqrt(rho)
+    t = tau / sqrt_rho
+    v = _SQRT_2_OVER_PI / torch.special.erfcx(-t * _INV_SQRT_2)
+    shift, w = t + v, 1.0 - v * (v + t)
+    far = t < -ASYMPTOTIC_BELOW
+    if bool(far.any()):
+        inv = 1.0 / torch.where(far, -t, torch.full_like(t, ASYMPTOTIC_BELOW)) ** 2  # 1/α²
+        alpha = torch.sqrt(1.0 / inv)
+        shift_far = (1 + inv * (-2 + inv * (10 + inv * (-74 + 706 * inv)))) / alpha
+        w_far = inv * (1 + inv * (-6 + inv * (50 - 518 * inv)))
+        shift, w = torch.where(far, shift_far, shift), torch.where(far, w_far, w)
+    w = w.clamp(_MIN_TRUNCATION_FACTOR, 1.0)
+    out = NatGaussian(sqrt_rho * shift / w, rho / w)
+    return out.to(m.dtype)
 
 
 def to_logits(
@@ -82,20 +110,19 @@ def to_logits(
     """Backward messages to all logits given the label.
 
     Args:
-        m_in: Forward messages of the logits, ``(G, K)``.
-        target: Class indices, ``(G,)`` (int64).
+        m_in: Forward messages of the logits, ``(..., K)``.
+        target: Class indices (int64), broadcastable to ``m_in``'s leading shape ``(...)``.
         regularize: Add the N(±1, 0.1) pseudo-observations.
         noise_var: Comparison noise variance.
 
     Returns:
-        Messages to the logits, ``(G, K)``.
+        Messages to the logits, ``(..., K)``.
     """
-    mean, var = m_in.mean, m_in.var
-    rows = torch.arange(mean.shape[0], device=mean.device)
-    is_target = torch.zeros_like(mean, dtype=torch.bool)
-    is_target[rows, target] = True
-    t_mean = mean[rows, target].unsqueeze(-1)
-    t_var = var[rows, target].unsqueeze(-1)
+    mean, var = m_in.mean.double(), m_in.var.double()
+    target = target.expand(mean.shape[:-1]).unsqueeze(-1)
+    is_target = torch.zeros_like(mean, dtype=torch.bool).scatter_(-1, target, True)
+    t_mean = mean.gather(-1, target)
+    t_var = var.gather(-1, target)
 
     # d_i = x_t − x_i + ε_i for every i (the i = t column is computed but masked out)
     d_mean = t_mean - mean
@@ -122,4 +149,4 @@ def to_logits(
         sign = torch.where(is_target, 1.0, -1.0).to(tau.dtype)
         tau = tau + sign * REGULARIZER_MEAN * precision
         rho = rho + precision
-    return NatGaussian(tau, rho)
+    return NatGaussian(tau, rho).to(m_in.dtype)

@@ -1,6 +1,6 @@
 """2-D convolution (stride 1) as a product-sum factor per output pixel and channel (B.3.3, B.3.4).
 
-The input is padded and unfolded into patches ``(G, P, J)`` with ``P`` output positions and
+The input is padded and unfolded into patches ``(..., P, J)`` with ``P`` output positions and
 ``J = C_in·k·k`` (the order of :func:`torch.nn.functional.unfold`); the kernel is stored as
 ``(J, C_out)``. Every output position is then one fully connected factor of
 :mod:`amp.factors.linear` sharing the kernel, so the messages to the kernel and the bias multiply
@@ -27,6 +27,7 @@ from amp.factors import linear
 from amp.gaussian import NatGaussian
 
 __all__ = [
+    "PADDING_MODES",
     "ConvForward",
     "pad",
     "pad_adjoint",
@@ -37,6 +38,10 @@ __all__ = [
     "to_output",
     "to_weight",
 ]
+
+
+PADDING_MODES = ("zeros", "symmetric")
+"""Constant zeros, or a mirror of the border that includes the edge pixel."""
 
 
 def symmetric_index(size: int, padding: int, device: torch.device | None = None) -> Tensor:
@@ -51,8 +56,14 @@ def symmetric_index(size: int, padding: int, device: torch.device | None = None)
     return torch.cat([left, torch.arange(size, device=device), right])
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in PADDING_MODES:
+        raise ValueError(f"invalid padding mode: {mode!r} (use 'zeros' or 'symmetric')")
+
+
 def pad(t: Tensor, padding: int, mode: str) -> Tensor:
-    """Pad the last two axes of ``(G, C, H, W)`` by ``padding`` pixels in the given mode."""
+    """Pad the last two axes of ``(..., C, H, W)`` by ``padding`` pixels in the given mode."""
+    _check_mode(mode)
     if padding == 0:
         return t
     if mode == "zeros":
@@ -64,6 +75,7 @@ def pad(t: Tensor, padding: int, mode: str) -> Tensor:
 
 def pad_adjoint(t: Tensor, padding: int, mode: str) -> Tensor:
     """Transpose of :func:`pad`: sums the values at copies of a pixel back onto it."""
+    _check_mode(mode)
     if padding == 0:
         return t
     if mode == "zeros":
@@ -87,26 +99,30 @@ class ConvForward:
     mode: str
 
     def message(self) -> NatGaussian:
-        """Forward message of the outputs, ``(G, C_out, H_out, W_out)``."""
+        """Forward message of the outputs, ``(..., C_out, H_out, W_out)``."""
         return _to_image(self.linear.message(), self.out_hw)
 
 
 def _to_patches(t: Tensor, kernel_size: int) -> Tensor:
-    """``(G, C, H, W)`` → patches ``(G, P, C·k·k)``."""
-    return F.unfold(t, kernel_size).transpose(1, 2)
+    """``(..., C, H, W)`` → patches ``(..., P, C·k·k)``."""
+    lead = t.shape[:-3]
+    patches = F.unfold(t.reshape(-1, *t.shape[-3:]), kernel_size).transpose(1, 2)
+    return patches.reshape(*lead, *patches.shape[1:])
 
 
 def _to_image(m: NatGaussian, out_hw: tuple[int, int]) -> NatGaussian:
-    """``(G, P, C)`` → ``(G, C, H_out, W_out)``."""
-    g, _, c = m.shape
+    """``(..., P, C)`` → ``(..., C, H_out, W_out)``."""
+    c = m.shape[-1]
+    lead = m.shape[:-2]
     return NatGaussian(
-        m.tau.transpose(1, 2).reshape(g, c, *out_hw), m.rho.transpose(1, 2).reshape(g, c, *out_hw)
+        m.tau.transpose(-1, -2).reshape(*lead, c, *out_hw),
+        m.rho.transpose(-1, -2).reshape(*lead, c, *out_hw),
     )
 
 
 def _to_positions(m: NatGaussian) -> NatGaussian:
-    """``(G, C, H, W)`` → ``(G, P, C)``."""
-    return NatGaussian(m.tau.flatten(2).transpose(1, 2), m.rho.flatten(2).transpose(1, 2))
+    """``(..., C, H, W)`` → ``(..., P, C)``."""
+    return NatGaussian(m.tau.flatten(-2).transpose(-1, -2), m.rho.flatten(-2).transpose(-1, -2))
 
 
 def to_output(
@@ -122,16 +138,16 @@ def to_output(
     """Forward moments of every output pixel (P1 per position).
 
     Args:
-        x_mean: Input means (or deterministic inputs), ``(G, C_in, H, W)``.
+        x_mean: Input means (or deterministic inputs), ``(*B, C_in, H, W)``.
         x_var: Input variances, same shape; ``None`` for a deterministic input.
-        w: Kernel distribution, ``(C_in·k·k, C_out)`` or per example ``(G, C_in·k·k, C_out)``.
-        b: Bias distribution, ``(C_out,)`` or ``(G, C_out)``.
+        w: Kernel distribution, ``(*W, C_in·k·k, C_out)`` (shapes as in ``linear.to_output``).
+        b: Bias distribution, ``(*W, C_out)``.
         kernel_size: Kernel side ``k``.
         padding: Pixels added on each side.
         mode: ``"zeros"`` or ``"symmetric"``.
 
     Returns:
-        The forward pass; :meth:`ConvForward.message` is ``(G, C_out, H_out, W_out)``.
+        The forward pass; :meth:`ConvForward.message` is ``(..., C_out, H_out, W_out)``.
     """
     h = x_mean.shape[-2] + 2 * padding - kernel_size + 1
     w_out = x_mean.shape[-1] + 2 * padding - kernel_size + 1
@@ -142,11 +158,11 @@ def to_output(
 
 
 def term_messages(fwd: ConvForward, m_back: NatGaussian) -> NatGaussian:
-    """Messages to every product term, ``(G, P, C_in·k·k, C_out)``.
+    """Messages to every product term, ``(..., P, C_in·k·k, C_out)``.
 
     Args:
         fwd: Forward pass.
-        m_back: Messages arriving at the outputs, ``(G, C_out, H_out, W_out)``.
+        m_back: Messages arriving at the outputs, ``(..., C_out, H_out, W_out)``.
     """
     return linear.term_messages(fwd.linear, _to_positions(m_back))
 
@@ -154,27 +170,29 @@ def term_messages(fwd: ConvForward, m_back: NatGaussian) -> NatGaussian:
 def to_weight(
     fwd: ConvForward, m_terms: NatGaussian, *, reduce_examples: bool = False
 ) -> NatGaussian:
-    """Messages to the kernel, multiplied over positions: ``(G, J, C_out)`` or ``(J, C_out)``."""
+    """Messages to the kernel, multiplied over positions: ``(..., J, C_out)`` or reduced."""
     return linear.to_weight(fwd.linear, m_terms, reduce_examples=reduce_examples)
 
 
 def to_bias(fwd: ConvForward, m_back: NatGaussian, *, reduce_examples: bool = False) -> NatGaussian:
-    """Messages to the bias, multiplied over positions: ``(G, C_out)`` or ``(C_out,)``."""
+    """Messages to the bias, multiplied over positions: ``(..., C_out)`` or the bias's shape."""
     return linear.to_bias(fwd.linear, _to_positions(m_back), reduce_examples=reduce_examples)
 
 
 def to_input(fwd: ConvForward, m_terms: NatGaussian) -> NatGaussian:
-    """Variational messages to the input pixels, ``(G, C_in, H, W)`` (before any floor).
+    """Variational messages to the input pixels, ``(..., C_in, H, W)`` (before any floor).
 
     The messages to the patch entries are summed onto the pixels they were copied from
     (``fold``), then the padding's copies are summed back onto their source pixels.
     """
     m_patches = linear.to_input(fwd.linear, m_terms)
     padded_hw = (fwd.in_shape[-2] + 2 * fwd.padding, fwd.in_shape[-1] + 2 * fwd.padding)
+    lead = m_patches.shape[:-2]
 
     def back(t: Tensor) -> Tensor:
-        folded = F.fold(t.transpose(1, 2), padded_hw, fwd.kernel_size)
-        return pad_adjoint(folded, fwd.padding, fwd.mode)
+        flat = t.reshape(-1, *t.shape[-2:]).transpose(1, 2)  # (N, J, P)
+        image = pad_adjoint(F.fold(flat, padded_hw, fwd.kernel_size), fwd.padding, fwd.mode)
+        return image.reshape(*lead, *image.shape[1:])
 
     return NatGaussian(back(m_patches.tau), back(m_patches.rho))
 
@@ -189,7 +207,7 @@ def predict(
     padding: int = 0,
     mode: str = "symmetric",
 ) -> NatGaussian:
-    """Forward message for prediction, ``(G, C_out, H_out, W_out)``."""
+    """Forward message for prediction, ``(..., C_out, H_out, W_out)``."""
     return to_output(
         x_mean, x_var, w, b, kernel_size=kernel_size, padding=padding, mode=mode
     ).message()

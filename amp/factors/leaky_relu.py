@@ -108,7 +108,9 @@ def to_output(m_in: NatGaussian, m_back: NatGaussian, leak: float) -> NatGaussia
     The tilted distribution over ``z`` has a part for ``z > 0`` (``block52(m_in, m_back)``) and one
     for ``z < 0`` computed over ``u = −z`` with the variables ``−z ~ m_back`` and ``−leak·a ~ m_in``
     (no Jacobian: both are densities in ``u``). Falls back to :func:`predict` when the tilted mass
-    is below :data:`FORWARD_MIN_MASS`, the moments are NaN, or the tilted precision is below
+    is below :data:`FORWARD_MIN_MASS`, the moments are not finite (the reference checks NaN;
+    an infinite precision from a variance that cancelled to zero is treated alike), or the tilted
+    precision is below
     ``ρ_in + ρ_back`` (which would make the message improper). At the first visit of a batch
     ``m_back`` is uniform, the mass is 0 and the fallback applies.
 
@@ -128,8 +130,8 @@ def to_output(m_in: NatGaussian, m_back: NatGaussian, leak: float) -> NatGaussia
     tau = mean * rho
     fallback = (
         (m0 < FORWARD_MIN_MASS)
-        | torch.isnan(rho)
-        | torch.isnan(tau)
+        | ~torch.isfinite(rho)  # NaN, or a tilted variance that cancelled to zero
+        | ~torch.isfinite(tau)
         | ~(rho >= f.rho + b.rho)  # also true for NaN
     )
     matched = predict(f, leak)

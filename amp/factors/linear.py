@@ -2,7 +2,8 @@
 
 One factor per output unit ``j`` and position ``p``: a fully connected layer has one position
 (``P = 1``); a convolution (:mod:`amp.factors.conv2d`) has one per output pixel, all sharing the
-kernel ``W`` (weight sharing). Tensors carry a leading dimension ``G`` of examples.
+kernel ``W`` (weight sharing). Tensors carry leading dimensions of examples (see
+:func:`to_output`).
 
 Which distribution of the weights enters depends on the layer (spec B.4):
 
@@ -18,8 +19,10 @@ Reference: ``forward_mult`` / ``backward_mult`` in ``lib/messages_gaussian_mult.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from amp.factors.product_sum import product_moments, product_to_factor, sum_to_term
@@ -41,14 +44,14 @@ class LinearForward:
     """Moments of a forward pass that the backward messages need.
 
     Attributes:
-        x_mean: Input means, ``(G, P, D_in)``.
-        x_var: Input variances, ``(G, P, D_in)``; ``None`` for a deterministic input.
-        w_mean: Weight means, ``(D_in, D_out)`` (shared) or ``(G, D_in, D_out)`` (per example).
+        x_mean: Input means, ``(*B, P, D_in)``.
+        x_var: Input variances, ``(*B, P, D_in)``; ``None`` for a deterministic input.
+        w_mean: Weight means, ``(*W, D_in, D_out)`` (see :func:`to_output`).
         w_var: Weight variances, same shape as ``w_mean``.
-        b_mean: Bias means, ``(D_out,)`` or ``(G, D_out)``.
+        b_mean: Bias means, ``(*W, D_out)``.
         b_var: Bias variances, same shape as ``b_mean``.
-        out_mean: Means of the sums ``s``, ``(G, P, D_out)``.
-        out_var: Variances of the sums, ``(G, P, D_out)``.
+        out_mean: Means of the sums ``s``, ``(*B, P, D_out)``.
+        out_var: Variances of the sums, ``(*B, P, D_out)``.
     """
 
     x_mean: Tensor
@@ -62,19 +65,14 @@ class LinearForward:
 
     @property
     def x_m2(self) -> Tensor:
-        """Second moments ``E[x²]`` of the inputs, ``(G, P, D_in)``."""
+        """Second moments ``E[x²]`` of the inputs, ``(*B, P, D_in)``."""
         if self.x_var is None:
             return self.x_mean * self.x_mean
         return self.x_var + self.x_mean * self.x_mean
 
     def message(self) -> NatGaussian:
-        """Forward message of the sums, N(out_mean, out_var), ``(G, P, D_out)``."""
+        """Forward message of the sums, N(out_mean, out_var), ``(*B, P, D_out)``."""
         return NatGaussian.from_moments(self.out_mean, self.out_var)
-
-
-def _by_position(t: Tensor, per_example_dims: int) -> Tensor:
-    """Insert a position axis after the example axis of a per-example weight or bias tensor."""
-    return t.unsqueeze(1) if t.dim() == per_example_dims else t
 
 
 def to_output(
@@ -84,11 +82,16 @@ def to_output(
 
         μ_s = Σ_i E[x_i] μ_W,ij + μ_b,j,    σ²_s = Σ_i Var(x_i W_ij) + σ²_b,j.
 
+    Shapes: inputs carry leading example dimensions ``B`` (e.g. ``(G,)``, or ``(R, G)`` for
+    ``R`` networks trained together); weights and biases carry leading dimensions ``W`` that
+    broadcast against them: ``()`` for weights shared by all examples, ``(G,)`` for one
+    distribution per example (cavities), ``(R, 1)`` for one per network.
+
     Args:
-        x_mean: Input means (or the deterministic inputs), ``(G, P, D_in)``.
-        x_var: Input variances, ``(G, P, D_in)``; ``None`` for a deterministic input.
-        w: Weight distribution, ``(D_in, D_out)`` or per example ``(G, D_in, D_out)``.
-        b: Bias distribution, ``(D_out,)`` or per example ``(G, D_out)``.
+        x_mean: Input means (or the deterministic inputs), ``(*B, P, D_in)``.
+        x_var: Input variances, ``(*B, P, D_in)``; ``None`` for a deterministic input.
+        w: Weight distribution, ``(*W, D_in, D_out)``.
+        b: Bias distribution, ``(*W, D_out)``.
 
     Returns:
         The forward pass, whose :meth:`LinearForward.message` is the message to ``s``.
@@ -101,8 +104,8 @@ def to_output(
         out_var = x_m2 @ w_var
     else:
         out_var = x_var @ (w_var + w_mean * w_mean) + x_m2 @ w_var
-    out_mean = out_mean + _by_position(b_mean, 2)
-    out_var = out_var + _by_position(b_var, 2)
+    out_mean = out_mean + b_mean.unsqueeze(-2)
+    out_var = out_var + b_var.unsqueeze(-2)
     return LinearForward(x_mean, x_var, w_mean, w_var, b_mean, b_var, out_mean, out_var)
 
 
@@ -111,19 +114,17 @@ def term_messages(fwd: LinearForward, m_back: NatGaussian) -> NatGaussian:
 
     Args:
         fwd: Forward pass of the same examples.
-        m_back: Messages arriving at the sums, ``(G, P, D_out)``.
+        m_back: Messages arriving at the sums, ``(*B, P, D_out)``.
 
     Returns:
-        Messages to the terms, ``(G, P, D_in, D_out)``.
+        Messages to the terms, ``(*B, P, D_in, D_out)``.
     """
-    w_mean = _by_position(fwd.w_mean, 3)
-    w_var = _by_position(fwd.w_var, 3)
-    x_var = None if fwd.x_var is None else fwd.x_var.unsqueeze(-1)
+    w_mean, w_var = fwd.w_mean.unsqueeze(-3), fwd.w_var.unsqueeze(-3)
     x_mean = fwd.x_mean.unsqueeze(-1)
-    if x_var is None:
+    if fwd.x_var is None:
         term_mean, term_var = x_mean * w_mean, x_mean * x_mean * w_var
     else:
-        term_mean, term_var = product_moments(x_mean, x_var, w_mean, w_var)
+        term_mean, term_var = product_moments(x_mean, fwd.x_var.unsqueeze(-1), w_mean, w_var)
     return sum_to_term(
         term_mean,
         term_var,
@@ -143,15 +144,15 @@ def to_weight(
 
     Args:
         fwd: Forward pass.
-        m_terms: Output of :func:`term_messages`, ``(G, P, D_in, D_out)``.
-        reduce_examples: Return the product over the examples of the group instead of one
-            message per example.
+        m_terms: Output of :func:`term_messages`, ``(*B, P, D_in, D_out)``.
+        reduce_examples: Return the product over the examples that share the weights (the
+            result has the weights' shape) instead of one message per example.
 
     Returns:
-        ``(G, D_in, D_out)``, or ``(D_in, D_out)`` when ``reduce_examples``.
+        ``(*B, D_in, D_out)``, or the weights' shape when ``reduce_examples``.
     """
-    msg = product_to_factor(m_terms, fwd.x_mean.unsqueeze(-1), fwd.x_m2.unsqueeze(-1))
-    return msg.sum((0, 1)) if reduce_examples else msg.sum(1)
+    msg = product_to_factor(m_terms, fwd.x_mean.unsqueeze(-1), fwd.x_m2.unsqueeze(-1)).sum(-3)
+    return msg.sum_to(fwd.w_mean.shape) if reduce_examples else msg
 
 
 def to_input(fwd: LinearForward, m_terms: NatGaussian) -> NatGaussian:
@@ -159,13 +160,13 @@ def to_input(fwd: LinearForward, m_terms: NatGaussian) -> NatGaussian:
 
     Args:
         fwd: Forward pass with Gaussian inputs.
-        m_terms: Output of :func:`term_messages`, ``(G, P, D_in, D_out)``.
+        m_terms: Output of :func:`term_messages`, ``(*B, P, D_in, D_out)``.
 
     Returns:
-        Messages to the inputs, ``(G, P, D_in)`` (before any precision floor).
+        Messages to the inputs, ``(*B, P, D_in)`` (before any precision floor).
     """
-    w_mean = _by_position(fwd.w_mean, 3)
-    w_m2 = w_mean * w_mean + _by_position(fwd.w_var, 3)
+    w_mean = fwd.w_mean.unsqueeze(-3)
+    w_m2 = w_mean * w_mean + fwd.w_var.unsqueeze(-3)
     return product_to_factor(m_terms, w_mean, w_m2).sum(-1)
 
 
@@ -176,18 +177,162 @@ def to_bias(
 
     Args:
         fwd: Forward pass.
-        m_back: Messages arriving at the sums, ``(G, P, D_out)``.
-        reduce_examples: Return the product over the group's examples.
+        m_back: Messages arriving at the sums, ``(*B, P, D_out)``.
+        reduce_examples: Return the product over the examples that share the biases.
 
     Returns:
-        ``(G, D_out)``, or ``(D_out,)`` when ``reduce_examples``.
+        ``(*B, D_out)``, or the biases' shape when ``reduce_examples``.
     """
     msg = sum_to_term(
-        _by_position(fwd.b_mean, 2), _by_position(fwd.b_var, 2), fwd.out_mean, fwd.out_var, m_back
-    )
-    return msg.sum((0, 1)) if reduce_examples else msg.sum(1)
+        fwd.b_mean.unsqueeze(-2), fwd.b_var.unsqueeze(-2), fwd.out_mean, fwd.out_var, m_back
+    ).sum(-2)
+    return msg.sum_to(fwd.b_mean.shape) if reduce_examples else msg
 
 
 def predict(x_mean: Tensor, x_var: Tensor | None, w: NatGaussian, b: NatGaussian) -> NatGaussian:
     """Forward message for prediction: :func:`to_output` with the marginals, as a message."""
     return to_output(x_mean, x_var, w, b).message()
+
+
+# --------------------------------------------------------------------------- series evaluation
+SERIES_MAX_RATIO = 0.5
+"""The series path is used only when every ratio ``r = ρ_b V / (1 + ρ_b σ²_s)`` is below this."""
+
+SERIES_MAX_ORDER = 16
+"""Largest order of the series; beyond it the exact elementwise path is cheaper."""
+
+SERIES_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-7, torch.float16: 1e-3}
+"""Relative truncation error allowed per dtype (the bound ``U^(K+1) / (1 − U)``)."""
+
+
+@dataclass(frozen=True)
+class GroupMessages:
+    """Backward messages of a group of examples computed by :func:`group_backward`.
+
+    Attributes:
+        to_weight: Product over the group's examples of the messages to the weights,
+            ``(*lead, D_in, D_out)``.
+        to_input: Messages to the inputs, ``(*B, D_in)`` (hidden layers), or ``None``.
+        own_shift: ``δ_own[n, j] = Σ_i E[x_ni] Δμ_n,ij``: the shift of unit ``j``'s
+            pre-activation that example ``n``'s weight message alone causes when multiplied
+            into the weight marginal, ``(*B, D_out)``; ``None`` unless asked for.
+        order: Order ``K`` of the truncated series that was used.
+    """
+
+    to_weight: NatGaussian
+    to_input: NatGaussian | None
+    own_shift: Tensor | None
+    order: int
+
+
+def group_backward(
+    fwd: LinearForward,
+    m_back: NatGaussian,
+    *,
+    to_input: bool,
+    own_shift: bool = False,
+    tolerance: float | None = None,
+    max_terms: int | None = None,
+) -> GroupMessages | None:
+    """Backward messages of a group of examples by matrix products, without per-term tensors.
+
+    With ``D = 1 + ρ_b σ²_s``, ``c = ρ_b / D`` and ``a = (τ_b − ρ_b μ_s) / D`` per example and
+    output unit, the term messages of :func:`term_messages` are
+
+        ρ_z = c / (1 − r),   τ_z = (a + c E[x] μ_W) / (1 − r),   r = c V < 1,
+
+    where ``V = Var(x_i W_ij) = Var(x_i) E[W_ij²] + E[x_i]² Var(W_ij)`` is a sum of two
+    separable terms. Expanding ``1/(1 − r) = Σ_k r^k`` turns every sum over examples (messages
+    to the weights) and over output units (messages to the inputs) into matrix products of
+    monomials; the series is truncated at the order ``K`` where the bound ``U^(K+1)/(1 − U)``
+    on the relative error (``U ≥ max r``) drops below ``tolerance``. Applies to fully connected
+    layers whose weights are shared by the group (``w`` of shape ``(*lead, 1, D_in, D_out)``).
+
+    Args:
+        fwd: Forward pass with one position (``P = 1``).
+        m_back: Messages arriving at the sums, ``(*B, 1, D_out)``.
+        to_input: Also compute the messages to the inputs (hidden layers).
+        own_shift: Also compute each example's own pre-activation shift (scaled schedule).
+        tolerance: Allowed relative truncation error; default per dtype.
+        max_terms: Give up (return ``None``) when the series needs more monomials than this:
+            each costs a few passes over the weights, while the elementwise path costs a few
+            passes over the group's per-term tensor (about ``4 G`` monomials' worth).
+
+    Returns:
+        The messages, or ``None`` when the series does not converge fast enough (then use the
+        elementwise path).
+    """
+    if fwd.x_mean.shape[-2] != 1 or fwd.w_mean.dim() < 3 or fwd.w_mean.shape[-3] != 1:
+        return None
+    dtype = fwd.w_mean.dtype
+    tol = tolerance if tolerance is not None else SERIES_TOLERANCE[dtype]
+    x = fwd.x_mean[..., 0, :]  # (*B, G, D_in); the example axis is the second to last
+    xv = None if fwd.x_var is None else fwd.x_var[..., 0, :]
+    mu, wv = fwd.w_mean.squeeze(-3), fwd.w_var.squeeze(-3)  # (*lead, D_in, D_out)
+    rho_b, tau_b = m_back.rho[..., 0, :], m_back.tau[..., 0, :]  # (*B, G, D_out)
+    den = 1.0 + rho_b * fwd.out_var[..., 0, :]
+    c = rho_b / den
+    a = (tau_b - rho_b * fwd.out_mean[..., 0, :]) / den
+    x2 = x * x
+    ew2 = wv + mu * mu
+
+    # bound on r = c (xv·E[w²] + x²·var(w)) and the order of the series
+    bound = x2.amax(-1) * (c * wv.amax(-2).unsqueeze(-2)).amax(-1)
+    if xv is not None:
+        bound = bound + xv.amax(-1) * (c * ew2.amax(-2).unsqueeze(-2)).amax(-1)
+    u = float(bound.max()) if bound.numel() else 0.0
+    if not math.isfinite(u) or u >= SERIES_MAX_RATIO:
+        return None
+    order = 0 if u == 0.0 else max(0, math.ceil(math.log(tol * (1 - u)) / math.log(u)) - 1)
+    terms = order + 1 if xv is None else (order + 1) * (order + 2) // 2
+    if order > SERIES_MAX_ORDER or (max_terms is not None and terms > max_terms):
+        return None
+
+    def t(m: Tensor) -> Tensor:
+        return m.transpose(-1, -2)
+
+    rho_w = torch.zeros_like(mu)
+    tau_w = torch.zeros_like(mu)
+    rho_x = tau_x = None
+    if to_input:
+        rho_x = (
+            torch.zeros_like(x2 if xv is None else xv).expand(*c.shape[:-1], x.shape[-1]).clone()
+        )
+        tau_x = torch.zeros_like(rho_x)
+    ex2 = x2 if xv is None else xv + x2
+    c_pow = torch.ones_like(c)  # c^k
+    for k in range(order + 1):
+        c_next = c_pow * c  # c^(k+1)
+        ac = a * c_pow
+        for m in range(k + 1) if xv is not None else (0,):
+            coef = math.comb(k, m)
+            a_mono = x2 ** (k - m) if m == 0 else xv**m * x2 ** (k - m)  # (*B, G, D_in)
+            b_mono = wv ** (k - m) if m == 0 else ew2**m * wv ** (k - m)  # (*lead, D_in, D_out)
+            rho_w = rho_w + coef * b_mono * (t(ex2 * a_mono) @ c_next)
+            tau_w = tau_w + coef * b_mono * (t(x * a_mono) @ ac + mu * (t(x2 * a_mono) @ c_next))
+            if to_input:
+                rho_x = rho_x + coef * a_mono * (c_next @ t(ew2 * b_mono))
+                tau_x = tau_x + coef * a_mono * (
+                    ac @ t(mu * b_mono) + x * (c_next @ t(mu * mu * b_mono))
+                )
+        c_pow = c_next
+    shift = None
+    if own_shift:
+        if xv is None:
+            shift = a * (x2 @ wv)
+        else:
+            shift = torch.zeros_like(c)
+            c_pow = torch.ones_like(c)
+            for k in range(order + 1):
+                term = a * ((x2 * xv**k) @ (wv * mu ** (2 * k)))
+                term = term - c * ((x * xv ** (k + 1)) @ (wv * mu ** (2 * k + 1)))
+                shift = shift + c_pow * term
+                c_pow = c_pow * c
+    result = GroupMessages(
+        NatGaussian(tau_w, rho_w),
+        None if rho_x is None else NatGaussian(tau_x, rho_x),
+        shift,
+        order,
+    )
+    finite = result.to_weight.is_finite() and (rho_x is None or result.to_input.is_finite())
+    return result if finite else None

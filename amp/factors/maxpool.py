@@ -25,7 +25,7 @@ __all__ = ["PoolForward", "predict", "to_input", "to_output"]
 
 @dataclass(frozen=True)
 class PoolForward:
-    """Forward pass of one group: window moments ``(G, C, Ho, Wo, K)`` and weights ``p``."""
+    """Forward pass of a group: window moments ``(..., C, Ho, Wo, K)`` and weights ``p``."""
 
     in_shape: tuple[int, ...]
     kernel_size: int
@@ -36,22 +36,22 @@ class PoolForward:
     out_var: Tensor
 
     def message(self) -> NatGaussian:
-        """Forward message of the pooled outputs, ``(G, C, Ho, Wo)``."""
+        """Forward message of the pooled outputs, ``(..., C, Ho, Wo)``."""
         return NatGaussian.from_moments(self.out_mean, self.out_var)
 
 
 def _windows(t: Tensor, k: int) -> Tensor:
-    """``(G, C, H, W)`` → ``(G, C, H // k, W // k, k·k)`` of non-overlapping windows."""
-    g, c, h, w = t.shape
-    t = t[:, :, : (h // k) * k, : (w // k) * k]
-    t = t.reshape(g, c, h // k, k, w // k, k).permute(0, 1, 2, 4, 3, 5)
-    return t.reshape(g, c, h // k, w // k, k * k)
+    """``(..., C, H, W)`` → ``(..., C, H // k, W // k, k·k)`` of non-overlapping windows."""
+    *lead, c, h, w = t.shape
+    t = t[..., : (h // k) * k, : (w // k) * k]
+    t = t.reshape(*lead, c, h // k, k, w // k, k).transpose(-3, -2)
+    return t.reshape(*lead, c, h // k, w // k, k * k)
 
 
 def _unwindows(t: Tensor, k: int, in_shape: tuple[int, ...]) -> Tensor:
     """Inverse of :func:`_windows`; cropped pixels get zeros."""
-    g, c, ho, wo, _ = t.shape
-    t = t.reshape(g, c, ho, wo, k, k).permute(0, 1, 2, 4, 3, 5).reshape(g, c, ho * k, wo * k)
+    *lead, c, ho, wo, _ = t.shape
+    t = t.reshape(*lead, c, ho, wo, k, k).transpose(-3, -2).reshape(*lead, c, ho * k, wo * k)
     h, w = in_shape[-2:]
     return F.pad(t, (0, w - wo * k, 0, h - ho * k))
 
@@ -60,7 +60,7 @@ def to_output(m_in: NatGaussian, kernel_size: int) -> PoolForward:
     """Forward message of the pooled outputs.
 
     Args:
-        m_in: Forward messages of the inputs, ``(G, C, H, W)``, proper with finite variance.
+        m_in: Forward messages of the inputs, ``(..., C, H, W)``, proper with finite variance.
         kernel_size: Window side ``k``.
 
     Returns:
@@ -79,10 +79,10 @@ def to_input(fwd: PoolForward, m_back: NatGaussian) -> NatGaussian:
 
     Args:
         fwd: Forward pass of the same examples.
-        m_back: Messages arriving at the pooled outputs, ``(G, C, Ho, Wo)``.
+        m_back: Messages arriving at the pooled outputs, ``(..., C, Ho, Wo)``.
 
     Returns:
-        Messages to the inputs, ``(G, C, H, W)``.
+        Messages to the inputs, ``(..., C, H, W)``.
     """
     p = fwd.weights
     m_term = sum_to_term(

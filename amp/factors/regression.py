@@ -16,11 +16,11 @@ def to_output(y: Tensor, noise_var: float) -> NatGaussian:
     """Backward message to the network output: N(y, noise_var).
 
     Args:
-        y: Targets, ``(G, D)``.
+        y: Targets, ``(..., D)``.
         noise_var: Observation noise variance β².
 
     Returns:
-        Messages to the outputs, ``(G, D)``.
+        Messages to the outputs, ``(..., D)``.
     """
     rho = y.new_full(y.shape, 1.0 / noise_var)
     return NatGaussian(y * rho, rho)
