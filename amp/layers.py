@@ -13,6 +13,11 @@ messages of the examples of the current batch visit. They start a visit from the
 trainer hands them (prior × messages of all other batches), so ``q = cavity × Π_n m_n`` holds at
 all times; :meth:`WeightLayer.end_iteration` recomputes it exactly.
 
+Several independent networks can be trained together: every tensor then starts with the
+leading dimensions ``lead = (R,)`` (``()`` for a single network). Parameters are
+``(*lead, ...)``; per-example state is ``(*lead, B, ...)`` with the examples on axis
+``len(lead)``; data shared by all networks are ``(B, ...)`` and broadcast.
+
 Reference: the layer types of ``lib/factor_graph.jl``.
 """
 
@@ -40,6 +45,11 @@ __all__ = [
 ]
 
 Message = NatGaussian | Tensor
+
+SERIES_TERMS_PER_EXAMPLE = 4
+"""Use the series evaluation of fully connected messages while it needs at most this many
+monomials per example of the group (a monomial costs a few passes over the weights, the
+elementwise evaluation a few dozen passes over the group's per-term tensor)."""
 
 
 @dataclass(frozen=True)
@@ -71,14 +81,32 @@ class Layer(Protocol):
         """Forward-only prediction with the current marginals."""
 
 
-def _put(store: NatGaussian, idx: Tensor, value: NatGaussian) -> None:
-    store.tau[idx] = value.tau
-    store.rho[idx] = value.rho
+def least_squares_scale(d_own: Tensor, d_tot: Tensor, ex: int) -> Tensor:
+    """``a = Σ δ_own δ_tot / Σ δ_tot²`` over examples and positions, clamped to [0, 1].
+
+    Args:
+        d_own: Shifts each example's message causes alone, ``(*lead, G, P, D_out)``.
+        d_tot: Shifts the group's messages cause together, same shape.
+        ex: Axis of the examples.
+
+    Returns:
+        ``(*lead, 1, D_out)``; 1 where the group causes no shift.
+    """
+    dims = (ex, ex + 1)
+    num, den = (d_own * d_tot).sum(dims), (d_tot * d_tot).sum(dims)
+    a = torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), 1.0)
+    return a.clamp(0.0, 1.0).unsqueeze(ex)
 
 
-def _add_(target: NatGaussian, delta: NatGaussian, alpha: float = 1.0) -> None:
-    target.tau.add_(delta.tau, alpha=alpha)
-    target.rho.add_(delta.rho, alpha=alpha)
+def _scale_mean_shift(delta: NatGaussian, mean: Tensor, factor: Tensor) -> NatGaussian:
+    """Scale the mean shift a message causes in a marginal, keeping its precision.
+
+    ``τ'' = ρ μ_q + a (τ − ρ μ_q)``: multiplied into a marginal with mean ``μ_q``, the scaled
+    message moves the mean ``a`` times as far as the original one (for any sign of ``ρ``, so
+    it also applies to the replacement ``new / old`` of a message).
+    """
+    anchored = delta.rho * mean
+    return NatGaussian(anchored + factor * (delta.tau - anchored), delta.rho)
 
 
 class WeightLayer:
@@ -94,11 +122,12 @@ class WeightLayer:
     Args:
         spec: The layer spec.
         in_shape: Input shape of one example.
-        prior_w: Prior of the weights, ``(D_in, D_out)`` (kernel ``(C_in·k·k, C_out)``).
-        prior_b: Prior of the biases, ``(D_out,)``.
+        prior_w: Prior of the weights, ``(*lead, D_in, D_out)`` (kernel ``(C_in·k·k, C_out)``).
+        prior_b: Prior of the biases, ``(*lead, D_out)``.
         first: Whether this is the first weight layer (deterministic input, exact EP with
             per-example cavities) or a hidden one (Gaussian input, weight marginals, variational
             product messages).
+        lead: Leading dimensions of independent networks, ``()`` or ``(R,)``.
     """
 
     def __init__(
@@ -109,10 +138,13 @@ class WeightLayer:
         prior_b: NatGaussian,
         *,
         first: bool,
+        lead: tuple[int, ...] = (),
     ) -> None:
         self.spec = spec
         self.in_shape = in_shape
         self.first = first
+        self.lead = lead
+        self.ex = len(lead)  # axis of the examples in per-example tensors
         self.is_conv = isinstance(spec, specs.Conv2d)
         self.prior_w, self.prior_b = prior_w, prior_b
         self.q_w, self.q_b = prior_w.clone(), prior_b.clone()
@@ -120,11 +152,14 @@ class WeightLayer:
         self.cavity_w, self.cavity_b = prior_w, prior_b
         self.total_w = self._uniform(prior_w.shape)
         self.total_b = self._uniform(prior_b.shape)
-        self.msg_w: NatGaussian | None = None  # (sites, *w_shape)
-        self.msg_b: NatGaussian | None = None  # (examples, D_out)
-        self.m_toin: NatGaussian | None = None  # (examples, *in_shape), hidden layers
+        self.msg_w: NatGaussian | None = None  # (*lead, sites, *w_shape)
+        self.msg_b: NatGaussian | None = None  # (*lead, examples, D_out)
+        self.m_toin: NatGaussian | None = None  # (*lead, examples, *in_shape), hidden layers
         self._keep_messages = False
         self._own_messages_zero = True
+        self.scaled = False  # combine a group's messages with the scaled schedule's step
+        self.fast = True  # evaluate fully connected messages by matrix products when possible
+        self.last_scale: Tensor | None = None  # the last group's factors a_j (diagnostics)
         self._cache: tuple[Group, linear.LinearForward | conv2d.ConvForward] | None = None
 
     @property
@@ -162,18 +197,19 @@ class WeightLayer:
     def begin_batch(self, batch_size: int, num_groups: int) -> None:
         """Reset the per-site messages (to weights, biases and inputs) to uniform."""
         self.msg_w = self.msg_b = None
+        w_shape, b_shape = self.prior_w.shape[self.ex :], self.prior_b.shape[self.ex :]
         if self._keep_messages:
             sites = batch_size if self.first else num_groups
-            self.msg_w = self._uniform((sites, *self.prior_w.shape))
-            self.msg_b = self._uniform((batch_size, *self.prior_b.shape))
+            self.msg_w = self._uniform((*self.lead, sites, *w_shape))
+            self.msg_b = self._uniform((*self.lead, batch_size, *b_shape))
         if not self.first:
-            self.m_toin = self._uniform((batch_size, *self.in_shape))
+            self.m_toin = self._uniform((*self.lead, batch_size, *self.in_shape))
 
     def end_iteration(self) -> None:
         """Recompute the marginals exactly as cavity × product of this visit's messages."""
         if self.msg_w is not None and self.msg_b is not None:
-            self.total_w = self.msg_w.sum(0)
-            self.total_b = self.msg_b.sum(0)
+            self.total_w = self.msg_w.sum(self.ex)
+            self.total_b = self.msg_b.sum(self.ex)
             self._own_messages_zero = False
         self.q_w = self.cavity_w.mul(self.total_w)
         self.q_b = self.cavity_b.mul(self.total_b)
@@ -184,30 +220,33 @@ class WeightLayer:
 
     # -------------------------------------------------------------------------- messages
     def _distributions(self, group: Group) -> tuple[NatGaussian, NatGaussian]:
-        """Weight and bias distributions the examples of ``group`` use in the forward pass."""
+        """Weight and bias distributions of the group's examples, ``(*lead, 1 or G, ...)``."""
+        weights = NatGaussian(self.q_w.tau.unsqueeze(self.ex), self.q_w.rho.unsqueeze(self.ex))
+        bias = NatGaussian(self.q_b.tau.unsqueeze(self.ex), self.q_b.rho.unsqueeze(self.ex))
         if self._own_messages_zero or self.msg_b is None:
-            return self.q_w, self.q_b
-        bias = self.q_b.div(self.msg_b[group.idx])  # per-example cavity
-        if not self.first:
-            return self.q_w, bias  # hidden layers use the full weight marginal
-        return self.q_w.div(self.msg_w[group.idx]), bias  # per-example cavity
+            return weights, bias
+        bias = bias.div(self.msg_b.take(self.ex, group.idx))  # per-example cavities
+        if self.first:
+            weights = weights.div(self.msg_w.take(self.ex, group.idx))
+        return weights, bias  # hidden layers use the full weight marginal
 
     def forward(self, m_in: Message, group: Group) -> NatGaussian:
         """Forward messages of the pre-activations of the examples of ``group``.
 
         Args:
-            m_in: Deterministic inputs (first layer) or forward messages of the inputs,
-                ``(G, *in_shape)``.
+            m_in: Deterministic inputs (first layer; ``(G, *in_shape)`` or
+                ``(*lead, G, *in_shape)``) or forward messages of the inputs,
+                ``(*lead, G, *in_shape)``.
             group: The examples.
 
         Returns:
-            Forward messages of the outputs, ``(G, *out_shape)``.
+            Forward messages of the outputs, ``(*lead, G, *out_shape)``.
         """
         weights, bias = self._distributions(group)
         if self.first:
             x_mean, x_var = m_in, None
         else:
-            q_x = m_in.mul(self.m_toin[group.idx])
+            q_x = m_in.mul(self.m_toin.take(self.ex, group.idx))
             if not self.is_conv:
                 q_x = q_x.floor_precision()
             x_mean, x_var = q_x.mean, q_x.var
@@ -223,9 +262,9 @@ class WeightLayer:
             )
             out = fwd.message()
         else:
-            x_var = None if x_var is None else x_var.unsqueeze(1)
-            fwd = linear.to_output(x_mean.unsqueeze(1), x_var, weights, bias)
-            out = fwd.message()[:, 0]
+            x_var = None if x_var is None else x_var.unsqueeze(-2)
+            fwd = linear.to_output(x_mean.unsqueeze(-2), x_var, weights, bias)
+            out = fwd.message()[..., 0, :]
         self._cache = (group, fwd)
         return out
 
@@ -233,7 +272,7 @@ class WeightLayer:
         """Update the marginals with the examples' new messages; return the input messages.
 
         Args:
-            m_back: Backward messages of the outputs, ``(G, *out_shape)``.
+            m_back: Backward messages of the outputs, ``(*lead, G, *out_shape)``.
             group: The examples of the preceding :meth:`forward`.
 
         Returns:
@@ -245,39 +284,132 @@ class WeightLayer:
         self._cache = None
         factor = conv2d if self.is_conv else linear
         if not self.is_conv:
-            m_back = m_back[:, None]
-        m_terms = factor.term_messages(fwd, m_back)
+            m_back = NatGaussian(m_back.tau.unsqueeze(-2), m_back.rho.unsqueeze(-2))
         keep = self.msg_w is not None
-        per_example_w = keep and self.first
-        new_w = factor.to_weight(fwd, m_terms, reduce_examples=not per_example_w)
-        new_b = factor.to_bias(fwd, m_back, reduce_examples=not keep)
-        if keep:
-            sites = group.idx if per_example_w else group.index
-            delta_w = self._replace(self.msg_w, sites, new_w)
-            delta_b = self._replace(self.msg_b, group.idx, new_b)
+        scaled = self.scaled and group.idx.numel() > 1
+        new_b = factor.to_bias(fwd, m_back, reduce_examples=not (scaled or keep))
+        fast = None
+        if self.fast and not self.is_conv and not (self.first and keep):
+            fast = linear.group_backward(
+                fwd,
+                m_back,
+                to_input=not self.first,
+                own_shift=scaled,
+                max_terms=SERIES_TERMS_PER_EXAMPLE * group.idx.numel(),
+            )
+        if fast is not None:
+            new_w = NatGaussian(
+                fast.to_weight.tau.unsqueeze(self.ex), fast.to_weight.rho.unsqueeze(self.ex)
+            )
+            w_shift = None if fast.own_shift is None else fast.own_shift.unsqueeze(-2)
+            m_x = fast.to_input
         else:
-            delta_w, delta_b = new_w, new_b
-        for target in (self.q_w, self.total_w):
-            _add_(target, delta_w)
-        for target in (self.q_b, self.total_b):
-            _add_(target, delta_b)
+            m_terms = factor.term_messages(fwd, m_back)
+            new_w = factor.to_weight(
+                fwd, m_terms, reduce_examples=not (scaled or keep and self.first)
+            )
+            w_shift = None
+            if scaled:  # per-example shifts from the per-example messages
+                q = self.q_w
+                own = (q.tau.unsqueeze(self.ex) + new_w.tau) / (
+                    q.rho.unsqueeze(self.ex) + new_w.rho
+                )
+                w_shift = self._x_mean(fwd) @ (own - q.mean.unsqueeze(self.ex))
+            m_x = None if self.first else factor.to_input(fwd, m_terms)
+            if m_x is not None and not self.is_conv:
+                m_x = m_x[..., 0, :]
+        scale = self._scale_factors(fwd, new_w, w_shift, new_b) if scaled else None
+        self._absorb(group, new_w, new_b, scale)
         if self.first:
             return None
-        m_x = factor.to_input(fwd, m_terms)
-        if not self.is_conv:
-            m_x = m_x[:, 0]
         m_x = m_x.floor_precision()
-        _put(self.m_toin, group.idx, m_x)
+        self.m_toin.put_(self.ex, group.idx, m_x)
         return m_x
 
-    @staticmethod
-    def _replace(store: NatGaussian, sites: Tensor | int, new: NatGaussian) -> NatGaussian:
-        """Store the sites' new messages; return the product of new / old messages."""
-        delta = new.div(store[sites])
-        if isinstance(sites, Tensor):
-            delta = delta.sum(0)
-        _put(store, sites, new)
-        return delta
+    def _x_mean(self, fwd: linear.LinearForward | conv2d.ConvForward) -> Tensor:
+        return (fwd.linear if self.is_conv else fwd).x_mean
+
+    def _absorb(
+        self, group: Group, new_w: NatGaussian, new_b: NatGaussian, scale: Tensor | None
+    ) -> None:
+        """Replace the group's messages by the new ones in the marginals and the visit's total.
+
+        Args:
+            group: The examples.
+            new_w: New weight messages, per example ``(*lead, G, ...)`` or already multiplied
+                over the group ``(*lead, 1, ...)``.
+            new_b: New bias messages, likewise.
+            scale: Factors ``a`` of the scaled schedule, ``(*lead, 1, D_out)``, or ``None``.
+        """
+        ex = self.ex
+        group_site = torch.tensor([group.index], device=group.idx.device)
+        w_factor = None if scale is None else scale.unsqueeze(-2)
+        for new, q, total, store, sites, factor in (
+            (
+                new_w,
+                self.q_w,
+                self.total_w,
+                self.msg_w,
+                group.idx if self.first else group_site,
+                w_factor,
+            ),
+            (new_b, self.q_b, self.total_b, self.msg_b, group.idx, scale),
+        ):
+            if store is not None and new.shape[ex] != sites.numel():
+                new = NatGaussian(new.tau.sum(ex, keepdim=True), new.rho.sum(ex, keepdim=True))
+            old = None if store is None or self._own_messages_zero else store.take(ex, sites)
+            delta = new if old is None else new.div(old)
+            if factor is not None:
+                delta = _scale_mean_shift(delta, q.mean.unsqueeze(ex), factor)
+            if store is not None:
+                store.put_(ex, sites, delta if old is None else old.mul(delta))
+            change = delta.sum(ex)
+            q.add_(change)
+            total.add_(change)
+
+    def _scale_factors(
+        self,
+        fwd: linear.LinearForward | conv2d.ConvForward,
+        new_w: NatGaussian,
+        w_shift: Tensor,
+        new_b: NatGaussian,
+    ) -> Tensor:
+        """Per-unit step factors of the ``scaled`` schedule for a group's new messages.
+
+        All examples of a group compute their messages against the same marginal ``q``.
+        Absorbed together, each example's update assumes that it alone explains its residual,
+        and the updates add up along the directions the examples share: the plain sum
+        overshoots by about the largest eigenvalue of the examples' (variance-weighted) input
+        Gram matrix. Every output unit ``j`` therefore gets one factor ``a_j ∈ [0, 1]`` on the
+        mean part of its messages: the least-squares fit of the shift that the group's messages
+        together cause in the examples' pre-activations, ``δ_tot``, to the sum of the shifts
+        each example's message causes alone, ``δ_own`` (both relative to ``q``):
+
+            a_j = Σ_{n,p} δ_own[n,p,j] δ_tot[n,p,j] / Σ_{n,p} δ_tot[n,p,j]².
+
+        Orthogonal examples get ``a_j = 1`` (the plain sum); ``g`` identical examples get
+        ``1/g``. See :func:`_scale_mean_shift` for how the factor is applied.
+
+        Args:
+            fwd: Forward pass of the group.
+            new_w: Weight messages, per example ``(*lead, G, ...)`` or their product
+                ``(*lead, 1, ...)``.
+            w_shift: Each example's own pre-activation shift from its weight message,
+                ``(*lead, G, P, D_out)``.
+            new_b: Per-example bias messages, ``(*lead, G, D_out)``.
+
+        Returns:
+            The factors, ``(*lead, 1, D_out)``.
+        """
+        ex = self.ex
+        q_w, q_b = self.q_w, self.q_b
+        own_b = (q_b.tau.unsqueeze(ex) + new_b.tau) / (q_b.rho.unsqueeze(ex) + new_b.rho)
+        d_own = w_shift + (own_b - q_b.mean.unsqueeze(ex)).unsqueeze(-2)  # (*lead, G, P, D_out)
+        total_w, total_b = new_w.sum(ex), new_b.sum(ex)
+        tot_w = (q_w.tau + total_w.tau) / (q_w.rho + total_w.rho) - q_w.mean
+        tot_b = (q_b.tau + total_b.tau) / (q_b.rho + total_b.rho) - q_b.mean
+        d_tot = self._x_mean(fwd) @ tot_w.unsqueeze(ex) + tot_b.unsqueeze(ex).unsqueeze(-2)
+        return least_squares_scale(d_own, d_tot, ex)
 
     def predict(self, m_in: Message) -> NatGaussian:
         """Forward moment propagation with the marginals (data as input of the first layer)."""
@@ -285,46 +417,57 @@ class WeightLayer:
             x_mean, x_var = m_in.mean, m_in.var
         else:
             x_mean, x_var = m_in, None
+        weights = NatGaussian(self.q_w.tau.unsqueeze(self.ex), self.q_w.rho.unsqueeze(self.ex))
+        bias = NatGaussian(self.q_b.tau.unsqueeze(self.ex), self.q_b.rho.unsqueeze(self.ex))
         if self.is_conv:
             return conv2d.predict(
                 x_mean,
                 x_var,
-                self.q_w,
-                self.q_b,
+                weights,
+                bias,
                 kernel_size=self.spec.kernel_size,
                 padding=self.spec.padding,
                 mode=self.spec.padding_mode,
             )
-        x_var = None if x_var is None else x_var.unsqueeze(1)
-        return linear.predict(x_mean.unsqueeze(1), x_var, self.q_w, self.q_b)[:, 0]
+        x_var = None if x_var is None else x_var.unsqueeze(-2)
+        return linear.predict(x_mean.unsqueeze(-2), x_var, weights, bias)[..., 0, :]
 
 
 class LeakyReLULayer:
     """LeakyReLU with EP messages; remembers each example's last backward message on ``z``."""
 
-    def __init__(self, spec: specs.LeakyReLU, shape: tuple[int, ...], dtype: torch.dtype, device):
+    def __init__(
+        self,
+        spec: specs.LeakyReLU,
+        shape: tuple[int, ...],
+        *,
+        lead: tuple[int, ...] = (),
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ):
         self.leak = spec.leak
-        self.shape, self.dtype, self.device = shape, dtype, device
+        self.shape, self.lead, self.ex = shape, lead, len(lead)
+        self.dtype, self.device = dtype, device
         self.m_back: NatGaussian | None = None
-        self._cache: tuple[Tensor, NatGaussian] | None = None
+        self._cache: tuple[Group, NatGaussian] | None = None
 
     def begin_batch(self, batch_size: int, num_groups: int) -> None:
         """Forget the backward messages of the previous batch visit."""
         self.m_back = NatGaussian.uniform(
-            (batch_size, *self.shape), dtype=self.dtype, device=self.device
+            (*self.lead, batch_size, *self.shape), dtype=self.dtype, device=self.device
         )
 
     def forward(self, m_in: NatGaussian, group: Group) -> NatGaussian:
         """EP forward message, using the example's backward message of the last iteration."""
         self._cache = (group, m_in)
-        return leaky_relu.to_output(m_in, self.m_back[group.idx], self.leak)
+        return leaky_relu.to_output(m_in, self.m_back.take(self.ex, group.idx), self.leak)
 
     def backward(self, m_back: NatGaussian, group: Group) -> NatGaussian:
         """EP backward message (floored at precision 1e-8); remembers ``m_back``."""
         if self._cache is None or self._cache[0] is not group:
             raise RuntimeError("backward must follow the forward pass of the same examples")
         m_in = self._cache[1]
-        _put(self.m_back, group.idx, m_back)
+        self.m_back.put_(self.ex, group.idx, m_back)
         self._cache = None
         return leaky_relu.to_input(m_in, m_back, self.leak).floor_precision()
 
@@ -361,7 +504,7 @@ class MaxPoolLayer:
 
 
 class FlattenLayer:
-    """Reshape ``(G, C, H, W)`` to ``(G, C·H·W)`` and back."""
+    """Reshape ``(..., C, H, W)`` to ``(..., C·H·W)`` and back."""
 
     def __init__(self, in_shape: tuple[int, ...]):
         self.in_shape = in_shape
@@ -371,8 +514,8 @@ class FlattenLayer:
 
     def _flat(self, m: Message) -> Message:
         if isinstance(m, NatGaussian):
-            return m.reshape(m.shape[0], -1)
-        return m.reshape(m.shape[0], -1)
+            return NatGaussian(self._flat(m.tau), self._flat(m.rho))
+        return m.reshape(*m.shape[: m.dim() - len(self.in_shape)], -1)
 
     def forward(self, m_in: Message, group: Group) -> Message:
         """Flattened messages (or data)."""
@@ -382,7 +525,7 @@ class FlattenLayer:
         """Messages reshaped to the input shape (``None`` before the first weight layer)."""
         if m_back is None:
             return None
-        return m_back.reshape(m_back.shape[0], *self.in_shape)
+        return m_back.reshape(*m_back.shape[:-1], *self.in_shape)
 
     def predict(self, m_in: Message) -> Message:
         """Flattened messages (or data)."""
@@ -405,7 +548,7 @@ class ArgmaxLayer:
         return m_in
 
     def backward(self, labels: Tensor, group: Group) -> NatGaussian:
-        """Messages to the logits given the labels ``(G,)``."""
+        """Messages to the logits given the labels ``(G,)`` or ``(*lead, G)``."""
         if self._cache is None:
             raise RuntimeError("backward must follow the forward pass of the same examples")
         out = argmax.to_logits(self._cache, labels, regularize=self.regularize)
@@ -413,7 +556,7 @@ class ArgmaxLayer:
         return out
 
     def predict(self, m_in: NatGaussian) -> Tensor:
-        """Class probabilities ``(N, K)``."""
+        """Class probabilities ``(..., N, K)``."""
         return argmax.predict(m_in.mean, m_in.var)
 
 
@@ -422,17 +565,19 @@ class RegressionLayer:
 
     def __init__(self, spec: specs.Regression):
         self.noise_var = spec.noise_var
+        self._shape: torch.Size | None = None
 
     def begin_batch(self, batch_size: int, num_groups: int) -> None:
         """Nothing to reset."""
 
     def forward(self, m_in: NatGaussian, group: Group) -> NatGaussian:
-        """No-op during training."""
+        """No-op during training (remembers the output shape)."""
+        self._shape = m_in.shape
         return m_in
 
     def backward(self, y: Tensor, group: Group) -> NatGaussian:
-        """Messages N(y, noise_var) to the outputs, ``(G, D)``."""
-        return regression.to_output(y, self.noise_var)
+        """Messages N(y, noise_var) to the outputs, ``(*lead, G, D)``."""
+        return regression.to_output(y.expand(self._shape), self.noise_var)
 
     def predict(self, m_in: NatGaussian) -> tuple[Tensor, Tensor]:
         """Predictive mean and variance including the noise."""

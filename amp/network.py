@@ -37,6 +37,8 @@ class Network:
         generator: Explicit CPU generator for the prior means.
         dtype: Floating-point type of all messages (float64 is the reference).
         device: Device of all tensors.
+        replicas: Train this many independent networks together (independent prior draws).
+            Every parameter and output then gets a leading dimension of this size.
 
     Raises:
         ValueError: If the specs do not form a valid network for ``input_shape``.
@@ -51,8 +53,13 @@ class Network:
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
+        replicas: int | None = None,
     ) -> None:
+        if replicas is not None and replicas < 1:
+            raise ValueError(f"invalid replicas: {replicas!r} (must be >= 1 or None)")
         self.specs = tuple(layers)
+        self.replicas = replicas
+        self.lead: tuple[int, ...] = () if replicas is None else (replicas,)
         self.input_shape = tuple(int(s) for s in input_shape)
         shapes = specs.output_shapes(self.specs, self.input_shape)
         if not self.specs or not isinstance(self.specs[-1], specs.OUTPUT_SPECS):
@@ -83,7 +90,7 @@ class Network:
             d_out = math.prod(out_shape)
             shape = (d_in, spec.out_channels)
         elif isinstance(spec, specs.LeakyReLU):
-            return L.LeakyReLULayer(spec, in_shape, **kw)
+            return L.LeakyReLULayer(spec, in_shape, lead=self.lead, **kw)
         elif isinstance(spec, specs.MaxPool2d):
             return L.MaxPoolLayer(spec)
         elif isinstance(spec, specs.Flatten):
@@ -93,7 +100,7 @@ class Network:
         else:
             return L.RegressionLayer(spec)
         prior_w = priors.weight_prior(
-            shape,
+            (*self.lead, *shape),
             d_in,
             d_out,
             post_leaky=not first,
@@ -101,8 +108,8 @@ class Network:
             prior_var=spec.prior_var,
             **kw,
         )
-        prior_b = priors.bias_prior(shape[1], **kw)
-        return L.WeightLayer(spec, in_shape, prior_w, prior_b, first=first)
+        prior_b = priors.bias_prior(shape[1], **kw).expand(*self.lead, shape[1])
+        return L.WeightLayer(spec, in_shape, prior_w, prior_b, first=first, lead=self.lead)
 
     # ------------------------------------------------------------------------------ access
     @property
@@ -161,22 +168,33 @@ class Network:
         """Predictive distribution (spec E.1).
 
         Args:
-            x: Inputs ``(N, *input_shape)``.
+            x: Inputs ``(N, *input_shape)``, or ``(R, N, *input_shape)`` with one set of inputs
+                per network when the network has replicas.
             chunk_size: Examples per forward pass.
 
         Returns:
-            Classification: probabilities ``(N, K)``. Regression: ``(mean, var)``, each
-            ``(N, D)``, the variance including the observation noise.
+            Classification: probabilities ``(*lead, N, K)``. Regression: ``(mean, var)``, each
+            ``(*lead, N, D)``, the variance including the observation noise.
         """
-        if tuple(x.shape[1:]) != self.input_shape:
+        n_dims = len(self.input_shape)
+        if tuple(x.shape[x.dim() - n_dims :]) != self.input_shape or x.dim() not in (
+            n_dims + 1,
+            n_dims + 1 + len(self.lead),
+        ):
             raise ValueError(
-                f"inputs of shape {tuple(x.shape[1:])} do not match the network's input shape "
-                f"{self.input_shape}"
+                f"inputs of shape {tuple(x.shape)} do not match the network's input shape "
+                f"{self.input_shape} (expected (N, *input_shape)"
+                + (", or (R, N, *input_shape) with one set per network)" if self.lead else ")")
             )
-        outputs = [self.layers[-1].predict(self.predict_messages(c)) for c in x.split(chunk_size)]
+        axis = x.dim() - n_dims - 1
+        chunks = x.split(chunk_size, dim=axis)
+        outputs = [self.layers[-1].predict(self.predict_messages(c)) for c in chunks]
+        axis = len(self.lead)  # outputs always carry the networks' axis first
         if self.task == "regression":
-            return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
-        return torch.cat(outputs)
+            return torch.cat([o[0] for o in outputs], axis), torch.cat(
+                [o[1] for o in outputs], axis
+            )
+        return torch.cat(outputs, axis)
 
     # ------------------------------------------------------------------------- persistence
     def state_dict(self) -> dict:

@@ -75,6 +75,10 @@ class Schedule(enum.StrEnum):
     PARALLEL = "parallel"
     """The whole batch at once (Jacobi). Diverges on non-linear networks; kept for comparison."""
 
+    SCALED = "scaled"
+    """Groups of ``group_size`` examples whose combined update is scaled per output unit so that
+    it does not overshoot (see :meth:`amp.layers.WeightLayer._scale`)."""
+
 
 class DivergenceError(RuntimeError):
     """Training produced a non-finite message or marginal."""
@@ -147,11 +151,14 @@ class Trainer:
         self.store_dtype = store_dtype or net.dtype
         self.store_dir = None if store_dir is None else Path(store_dir)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        for layer in net.weight_layers:
+            layer.scaled = self.schedule is Schedule.SCALED
         self.progress = progress
         self.final_marginal = final_marginal
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self.num_examples: int | None = None
+        self._example_axis = 0
         self.stores: list[tuple[MessageStore, MessageStore]] = []
         self.totals: list[tuple[NatGaussian, NatGaussian]] = []
 
@@ -242,7 +249,7 @@ class Trainer:
             DivergenceError: If a message becomes non-finite (names layer, epoch and batch).
         """
         x, y = self._check_data(x, y)
-        self._bind(x.shape[0])
+        self._bind(x.shape[self._example_axis])
         for _ in range(epochs):
             start = time.perf_counter()
             epoch = self.epoch + 1
@@ -269,19 +276,22 @@ class Trainer:
     def _visit(self, batch: int, x: Tensor, y: Tensor, its: int, beta: float, epoch: int) -> None:
         lo = batch * self.batch_size
         hi = min(lo + self.batch_size, self.num_examples)
-        xb, yb = x[lo:hi], y[lo:hi]
+        axis = self._example_axis
+        xb, yb = x.narrow(axis, lo, hi - lo), y.narrow(axis, lo, hi - lo)
         size = hi - lo
         for layer, (sw, sb), (qw, qb) in zip(
             self.net.weight_layers, self.stores, self.totals, strict=True
         ):
             cavity_w, cavity_b = self._cavity(qw, sw.get(batch)), self._cavity(qb, sb.get(batch))
             layer.begin_visit(cavity_w, cavity_b, keep_messages=its > 1)
-        order = torch.randperm(size, generator=self.generator)
+        order = torch.randperm(size, generator=self.generator).to(x.device)
         groups = [Group(idx, k) for k, idx in enumerate(order.split(self._group(size)))]
         self.net.begin_batch(size, len(groups))
         for _ in range(its):
             for group in groups:
-                self.net.train_step(xb[group.idx], yb[group.idx], group)
+                self.net.train_step(
+                    xb.index_select(axis, group.idx), yb.index_select(axis, group.idx), group
+                )
             self.net.end_iteration()
         for i, (layer, stores, totals) in enumerate(
             zip(self.net.weight_layers, self.stores, self.totals, strict=True)
@@ -318,23 +328,39 @@ class Trainer:
             layer.q_w, layer.q_b = qw.clone(), qb.clone()
 
     def _check_data(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Validate and convert the training data; set the axis of the examples.
+
+        Data are shared by all networks (``(N, ...)``) or, for a network with replicas, may
+        come one set per network (``(R, N, ...)``).
+        """
         net = self.net
-        if tuple(x.shape[1:]) != net.input_shape:
+        n_dims = len(net.input_shape)
+        if tuple(x.shape[x.dim() - n_dims :]) != net.input_shape or x.dim() not in (
+            n_dims + 1,
+            n_dims + 1 + len(net.lead),
+        ):
             raise ValueError(
-                f"inputs have shape {tuple(x.shape[1:])} per example, the network expects "
-                f"{net.input_shape}"
+                f"inputs have shape {tuple(x.shape)}, the network expects {net.input_shape} "
+                "per example"
             )
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} targets")
-        if x.shape[0] == 0:
+        axis = x.dim() - n_dims - 1
+        if axis and tuple(x.shape[:axis]) != net.lead:
+            raise ValueError(f"per-network inputs need leading shape {net.lead}, got {x.shape}")
+        if x.shape[axis] == 0:
             raise ValueError("the training set is empty")
+        if y.dim() <= axis or y.shape[: axis + 1] != x.shape[: axis + 1]:
+            count = y.shape[axis] if y.dim() > axis else 0
+            raise ValueError(
+                f"{x.shape[axis]} inputs but {count} targets (target shape {tuple(y.shape)})"
+            )
+        self._example_axis = axis
         x = x.to(dtype=net.dtype, device=net.device)
         if not torch.isfinite(x).all():
             raise ValueError("the inputs contain NaN or infinite values; clean the data first")
         if net.task == "classification":
-            if y.dtype.is_floating_point or y.dim() != 1:
-                raise ValueError("classification labels must be a 1-D integer tensor")
-            k = net.specs[-2].out_features if hasattr(net.specs[-2], "out_features") else None
+            if y.dtype.is_floating_point or y.dim() != axis + 1:
+                raise ValueError("classification labels must be an integer tensor, one per example")
+            k = getattr(net.specs[-2], "out_features", None)
             if int(y.min()) < 0 or (k is not None and int(y.max()) >= k):
                 raise ValueError(
                     f"labels must lie in [0, {k}), got [{int(y.min())}, {int(y.max())}]"
@@ -342,8 +368,8 @@ class Trainer:
             y = y.to(device=net.device, dtype=torch.int64)
         else:
             y = y.to(dtype=net.dtype, device=net.device)
-            if y.dim() == 1:
-                y = y[:, None]
+            if y.dim() == axis + 1:
+                y = y.unsqueeze(-1)
             if not torch.isfinite(y).all():
                 raise ValueError("the targets contain NaN or infinite values; clean the data first")
         return x, y
