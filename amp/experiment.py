@@ -46,7 +46,7 @@ class MPConfig:
 
     epochs: int = 25
     batch_size: int = 128
-    schedule: str = "grouped"
+    schedule: str = "scaled"
     group_size: int = 8
     iterations: int | None = None
     dtype: str = "float64"

@@ -27,6 +27,15 @@ __all__ = [
 ]
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()
+
+
 class CorruptFileError(RuntimeError):
     """A file exists but cannot be read back (truncated, corrupt or of the wrong kind)."""
 
@@ -48,6 +57,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; results are ordinary files
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import enum
 import math
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from amp import io
 from amp.gaussian import NatGaussian, ema
 from amp.layers import Group
 from amp.network import Network
+from amp.runtime import Stopwatch
 from amp.store import MessageStore
 
 __all__ = [
@@ -123,7 +123,7 @@ class Trainer:
         net: Network,
         batch_size: int = 128,
         *,
-        schedule: Schedule | str = Schedule.GROUPED,
+        schedule: Schedule | str = Schedule.SCALED,
         group_size: int = DEFAULT_GROUP_SIZE,
         iterations: int | Callable[[int], int] | None = None,
         damping: bool = True,
@@ -251,7 +251,6 @@ class Trainer:
         x, y = self._check_data(x, y)
         self._bind(x.shape[self._example_axis])
         for _ in range(epochs):
-            start = time.perf_counter()
             epoch = self.epoch + 1
             its = self._iterations(epoch, iterations)
             beta = ema_beta(epoch) if self.damping else 1.0
@@ -259,11 +258,12 @@ class Trainer:
             bar = tqdm(
                 order.tolist(), desc=f"epoch {epoch}", disable=not self.progress, leave=False
             )
-            for batch in bar:
-                self._visit(batch, x, y, its, beta, epoch)
-            self._recompute_totals()
+            with Stopwatch(self.net.device) as watch:
+                for batch in bar:
+                    self._visit(batch, x, y, its, beta, epoch)
+                self._recompute_totals()
             self.epoch = epoch
-            seconds = time.perf_counter() - start
+            seconds = watch.seconds
             self.history.append({"epoch": epoch, "iterations": its, "seconds": seconds})
             if callback is not None:
                 callback(self)

@@ -1,0 +1,329 @@
+"""The paper's claims set against our results: the registry of ``configs/claims.yaml``, rendered.
+
+Every claim names an evaluator (``test.kind``) that reads the aggregated results
+(:func:`amp.report.aggregate`), and optionally other evidence files, and returns what we
+measured and a verdict:
+
+- ``reproduced`` / ``not reproduced``: the configuration produced the results the claim is about
+  and the registry's criterion holds / fails;
+- ``not testable here``: the configuration did not produce them (reason given). Where other
+  results bear on the claim (e.g. Fashion-MNIST instead of CIFAR-10) they are shown as a proxy,
+  marked as such, and never turn into a verdict.
+
+Protocol differences are computed by comparing the registry's ``protocol`` with the settings the
+configuration actually used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "EVALUATORS",
+    "Finding",
+    "claims_header",
+    "evaluate_claims",
+    "protocol_differences",
+    "render_claims",
+    "run_settings",
+]
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_TESTABLE = "not testable here"
+BASELINES = ("adamw", "ivon", "ivon_mean")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What our results say about one claim.
+
+    Attributes:
+        ours: Our value(s), as text.
+        verdict: ``reproduced``, ``not reproduced`` or ``not testable here``.
+        reason: Why (the criterion and the numbers, or why it could not be tested).
+        where: ``(dataset, arch)`` the finding is based on, if any.
+    """
+
+    ours: str
+    verdict: str
+    reason: str
+    where: tuple[str, str] | None = None
+
+
+def _value(summary: pd.DataFrame, dataset: str, arch: str, method: str, key: str) -> float:
+    rows = summary[
+        (summary["dataset"] == dataset) & (summary["arch"] == arch) & (summary["method"] == method)
+    ]
+    column = f"{key}_mean"
+    if rows.empty or column not in rows:
+        return math.nan
+    return float(rows[column].iloc[0])
+
+
+def _pairs(summary: pd.DataFrame, methods: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(dataset, arch) pairs that have every method of ``methods``."""
+    out = []
+    for (dataset, arch), rows in summary.groupby(["dataset", "arch"], sort=True):
+        if set(methods) <= set(rows["method"]):
+            out.append((str(dataset), str(arch)))
+    return out
+
+
+def _pick(
+    summary: pd.DataFrame, test: Mapping[str, Any], methods: tuple[str, ...]
+) -> tuple[tuple[str, str] | None, bool]:
+    """The (dataset, arch) the claim is about if present, else a proxy; and whether exact."""
+    pairs = _pairs(summary, methods)
+    wanted_arch = test.get("arch")
+    exact = [p for p in pairs if p[1] == wanted_arch and (test.get("dataset") in (None, p[0]))]
+    if exact:
+        return exact[0], True
+    return (pairs[0] if pairs else None), False
+
+
+def _calibration(summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str, Any]) -> Finding:
+    where, exact = _pick(summary, test, ("mp",))
+    baselines = [
+        m
+        for m in ("adamw", "ivon")
+        if where and math.isfinite(_value(summary, *where, m, "accuracy"))
+    ]
+    if where is None or not baselines:
+        return Finding("–", NOT_TESTABLE, test.get("reason", "no MP and baseline results"))
+    ece = {m: _value(summary, *where, m, "ece_mv") for m in ("mp", *baselines)}
+    acc = {m: _value(summary, *where, m, "accuracy") for m in ("mp", *baselines)}
+    ours = "; ".join(f"{m}: ECE-paper {ece[m]:.4f}, acc. {acc[m]:.2%}" for m in ece)
+    margin = float(test.get("accuracy_margin", 0.02))
+    better = all(ece["mp"] < ece[m] for m in baselines)
+    competitive = acc["mp"] >= max(acc[m] for m in baselines) - margin
+    criterion = (
+        f"MP's ECE-paper below every baseline's: {better}; MP accuracy within "
+        f"{margin:.0%} of the best baseline: {competitive}"
+    )
+    return _finish(ours, better and competitive, criterion, where, exact, test)
+
+
+def _scaling(summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str, Any]) -> Finding:
+    where, exact = _pick(summary, test, ("mp",))
+    if where is None:
+        return Finding("–", NOT_TESTABLE, test.get("reason", "no MP results"))
+    acc = _value(summary, *where, "mp", "accuracy")
+    params = _value(summary, *where, "mp", "parameters")
+    best = max(
+        (_value(summary, *where, m, "accuracy") for m in ("adamw", "ivon")),
+        default=math.nan,
+        key=lambda v: -math.inf if math.isnan(v) else v,
+    )
+    margin = float(test.get("accuracy_margin", 0.02))
+    ok = math.isfinite(acc) and (math.isnan(best) or acc >= best - margin)
+    size = f"MP on {int(params):,} parameters" if math.isfinite(params) else "MP"
+    ours = f"{size}: accuracy {acc:.2%}" + (
+        f" (best baseline {best:.2%})" if math.isfinite(best) else ""
+    )
+    criterion = f"trains to a finite result within {margin:.0%} of the best baseline: {ok}"
+    return _finish(ours, ok, criterion, where, exact, test)
+
+
+def _speed(summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str, Any]) -> Finding:
+    where, exact = _pick(summary, test, ("mp", "ivon"))
+    if where is None:
+        return Finding("–", NOT_TESTABLE, "needs MP and IVON runs on the same data")
+    mp = _value(summary, *where, "mp", "seconds_per_epoch")
+    ivon = _value(summary, *where, "ivon", "seconds_per_epoch")
+    ratio = mp / ivon if ivon > 0 else math.nan
+    low, high = test.get("ratio_range", [30, 300])
+    ok = low <= ratio <= high
+    ours = f"MP {mp:.3g} s/epoch vs IVON {ivon:.3g} s/epoch: {ratio:.0f}× slower"
+    criterion = f"ratio in [{low}, {high}] (about two orders of magnitude): {ok}"
+    return _finish(ours, ok, criterion, where, exact or not test.get("arch"), test)
+
+
+def _overconfidence(
+    summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str, Any]
+) -> Finding:
+    rows = summary[summary["method"] == "mp"]
+    if rows.empty or "overconfidence_mean" not in rows:
+        return Finding("–", NOT_TESTABLE, "no MP classification results")
+    limit = float(test.get("max_overconfidence", 0.02))
+    parts, ok = [], True
+    for _, row in rows.iterrows():
+        gap = float(row["overconfidence_mean"])
+        ok &= gap <= limit
+        parts.append(f"{row['dataset']}/{row['arch']}: confidence − accuracy {gap:+.3f}")
+    criterion = f"mean confidence exceeds accuracy by at most {limit}: {ok}"
+    return Finding("; ".join(parts), REPRODUCED if ok else NOT_REPRODUCED, criterion)
+
+
+def _coverage(_: pd.DataFrame, test: Mapping[str, Any], evidence: Mapping[str, Any]) -> Finding:
+    study = evidence.get("coverage")
+    if not study:
+        return Finding("–", NOT_TESTABLE, test.get("reason", "the coverage study was not run"))
+    corr = float(study["correlation"])
+    floor = float(test.get("min_correlation", 0.8))
+    ok = corr >= floor
+    ours = f"correlation {corr:.3f}"
+    if "median_coverage" in study:
+        ours += "; median coverage " + "; ".join(
+            f"{region}: " + "/".join(f"{v:.0%}" for v in values)
+            for region, values in study["median_coverage"].items()
+        )
+    return Finding(ours, REPRODUCED if ok else NOT_REPRODUCED, f"correlation ≥ {floor}: {ok}")
+
+
+def _finish(
+    ours: str,
+    ok: bool,
+    criterion: str,
+    where: tuple[str, str],
+    exact: bool,
+    test: Mapping[str, Any],
+) -> Finding:
+    if exact:
+        return Finding(ours, REPRODUCED if ok else NOT_REPRODUCED, criterion, where)
+    reason = test.get("reason", "the configuration has no results for the claim's setting")
+    proxy = f"proxy {where[0]}/{where[1]}: {ours}"
+    return Finding(proxy, NOT_TESTABLE, f"{reason} (proxy criterion: {criterion})", where)
+
+
+EVALUATORS: dict[str, Callable[[pd.DataFrame, Mapping[str, Any], Mapping[str, Any]], Finding]] = {
+    "calibration": _calibration,
+    "coverage": _coverage,
+    "scaling": _scaling,
+    "speed": _speed,
+    "overconfidence": _overconfidence,
+}
+"""Evaluator per ``test.kind`` of the registry. ``coverage`` reads the evidence entry
+``coverage``: ``{"correlation": float, "median_coverage": {region: [1σ, 2σ, 3σ]}}``."""
+
+
+def protocol_differences(protocol: Mapping[str, Any], used: Mapping[str, Any]) -> list[str]:
+    """Settings where our run differs from the claim's protocol (``key: paper → ours``)."""
+    out = []
+    for key, paper in protocol.items():
+        ours = used.get(key, "not run")
+        if ours != paper:
+            out.append(f"{key}: {paper} → {ours}")
+    return out
+
+
+def evaluate_claims(
+    registry: Mapping[str, Any],
+    summary: pd.DataFrame,
+    settings: Mapping[tuple[str, str], Mapping[str, Any]],
+    evidence: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate every claim of the registry.
+
+    Args:
+        registry: The parsed ``configs/claims.yaml`` (``{"claims": [...]}``).
+        summary: Aggregated results.
+        settings: Per (dataset, arch) the settings our runs used (keys as in the claims'
+            ``protocol``: dataset, arch, epochs, batch_size, mp_dtype, ...).
+        evidence: Other results by name (e.g. ``{"coverage": {...}}``).
+
+    Returns:
+        One dict per claim with the registry's fields plus ``ours``, ``verdict``, ``reason`` and
+        ``differences``.
+
+    Raises:
+        ValueError: On an unknown ``test.kind``.
+    """
+    rows = []
+    for claim in registry["claims"]:
+        test = claim.get("test", {})
+        kind = test.get("kind")
+        if kind not in EVALUATORS:
+            raise ValueError(
+                f"claim {claim.get('id')}: unknown test kind {kind!r}; known: {sorted(EVALUATORS)}"
+            )
+        finding = EVALUATORS[kind](summary, test, evidence or {})
+        used = settings.get(finding.where, {}) if finding.where else {}
+        differences = protocol_differences(claim.get("protocol", {}), used) if used else []
+        rows.append(
+            {
+                **claim,
+                "ours": finding.ours,
+                "verdict": finding.verdict,
+                "reason": finding.reason,
+                "differences": differences,
+            }
+        )
+    return rows
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_claims(rows: list[dict[str, Any]], header: str = "") -> str:
+    """Markdown table of the evaluated claims, with sources and criteria below it."""
+    lines = [
+        "# The paper's claims against our results",
+        "",
+        header,
+        "",
+        "| Claim | Paper value | Ours | Protocol differences | Verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        diffs = "; ".join(row["differences"]) if row["differences"] else "–"
+        verdict = f"**{row['verdict']}**: {row['reason']}"
+        lines.append(
+            f"| {row['id']}: {_md(row['claim'])} | {_md(row['paper_value'])} | {_md(row['ours'])} "
+            f"| {_md(diffs)} | {_md(verdict)} |"
+        )
+    lines += ["", "Sources:", ""]
+    lines += [f"- {row['id']}: {row['source']}" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _subset_text(size: int | None) -> str:
+    return "full" if size is None else str(size)
+
+
+def run_settings(config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Settings of every (dataset, arch) of a pipeline configuration, in the claims' vocabulary.
+
+    Returns:
+        Per ``(dataset, arch)``: ``dataset``, ``arch``, ``epochs``, ``batch_size``,
+        ``train_subset``, ``seeds``, ``device``, ``mp_dtype``, ``mp_schedule``, ``ood`` and
+        ``mp_ood_normalization``.
+    """
+    out = {}
+    mp = config.get("methods", {}).get("mp", {})
+    for dataset, experiment in config["experiments"].items():
+        ood = experiment.get("ood") or {}
+        ood_mode = ood.get("normalization", "reference")
+        for arch in experiment["archs"]:
+            out[(dataset, arch)] = {
+                "dataset": dataset,
+                "arch": arch,
+                "epochs": config["training"]["epochs"],
+                "batch_size": config["training"].get("batch_size", 128),
+                "train_subset": _subset_text(experiment.get("subset")),
+                "seeds": len(experiment["seeds"]),
+                "device": config.get("device", "cpu"),
+                "mp_dtype": mp.get("dtype", "float64"),
+                "mp_schedule": mp.get("schedule", "grouped"),
+                "ood": ood.get("name", "none"),
+                "mp_ood_normalization": ood_mode
+                if isinstance(ood_mode, str)
+                else ood_mode.get("mp", "reference"),
+            }
+    return out
+
+
+def claims_header(config: dict[str, Any]) -> str:
+    """The paragraph above the claims table: which configuration produced the results."""
+    title = config.get("report", {}).get("title") or "this configuration"
+    return (
+        f"Results of the {title} configuration. Verdicts: *reproduced* / *not reproduced* when "
+        "the configuration produced the results a claim is about; otherwise *not testable here*, "
+        "with the reason, and the nearest results we have shown as a proxy."
+    )

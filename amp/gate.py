@@ -1,0 +1,279 @@
+r"""CI metric gate: fail when a benchmark metric regresses beyond its tolerance.
+
+The committed reference file (``configs/ci_reference.yaml``) lists, per run
+``<dataset>/<arch>/<method>``, each gated metric with its reference ``value``, its
+``tolerance`` and its ``direction`` (``higher`` or ``lower`` is better). A metric regresses
+when it is worse than the reference by more than the tolerance:
+
+- ``higher``: ``actual < value - tolerance``;
+- ``lower``: ``actual > value + tolerance``.
+
+A metric that is missing or not finite also fails. Improvements never fail, but the table marks
+those beyond the tolerance so that the reference can be refreshed on purpose.
+
+Usage::
+
+    python -m amp.gate --summary results/ci/summary.json --reference configs/ci_reference.yaml
+    # after an intended change of the numbers, refresh the reference values:
+    python -m amp.gate --summary results/ci/summary.json --reference configs/ci_reference.yaml \\
+        --update
+    # size tolerances from a run with several seeds (tolerance = K x seed SD, floored):
+    python -m amp.gate --summary results/ci-seeds/summary.json \\
+        --reference configs/ci_reference.yaml --calibrate --sd-multiple 3
+
+The summary is the ``summary.json`` written by the pipeline's ``aggregate_metrics`` rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from amp.io import write_text
+
+__all__ = ["DIRECTIONS", "MIN_TOLERANCE", "Check", "calibrate", "check", "main", "update"]
+
+DIRECTIONS: dict[str, str] = {
+    "accuracy": "higher",
+    "top5_accuracy": "higher",
+    "nll": "lower",
+    "brier": "lower",
+    "ece_15": "lower",
+    "ece_20": "lower",
+    "ece_mv": "lower",
+    "ood_auroc": "higher",
+    "ood_aupr": "higher",
+    "ood_fpr95": "lower",
+}
+"""Gated metrics and which direction is better. Timings are machine-dependent and not gated."""
+
+MIN_TOLERANCE: dict[str, float] = {
+    "accuracy": 0.01,
+    "top5_accuracy": 0.005,
+    "nll": 0.02,
+    "brier": 0.01,
+    "ece_15": 0.01,
+    "ece_20": 0.01,
+    "ece_mv": 0.005,
+    "ood_auroc": 0.01,
+    "ood_aupr": 0.01,
+    "ood_fpr95": 0.02,
+}
+"""Smallest tolerance :func:`calibrate` sets: guards against a seed SD that happens to be tiny."""
+
+HEADER = (
+    "# Reference metrics of the CI metric gate (python -m amp.gate).\n"
+    "# Per run <dataset>/<arch>/<method>: value, tolerance, direction (higher/lower is better).\n"
+    "# Refresh on purpose with --update (values) and --calibrate (tolerances); see the README.\n"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome for one metric of one run."""
+
+    run: str
+    metric: str
+    direction: str
+    value: float
+    tolerance: float
+    actual: float
+
+    @property
+    def delta(self) -> float:
+        """``actual - value``."""
+        return self.actual - self.value
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``improved`` (better than value ± tolerance), ``REGRESSED`` or ``MISSING``."""
+        if not math.isfinite(self.actual):
+            return "MISSING"
+        worse = -self.delta if self.direction == "higher" else self.delta
+        if worse > self.tolerance:
+            return "REGRESSED"
+        return "improved" if -worse > self.tolerance else "ok"
+
+    @property
+    def failed(self) -> bool:
+        """Whether this check fails the gate."""
+        return self.status in ("REGRESSED", "MISSING")
+
+
+def load_summary(path: str | Path) -> dict[str, dict[str, float]]:
+    """Per run ``<dataset>/<arch>/<method>``: ``{metric: mean, metric + "_sd": seed SD}``.
+
+    Raises:
+        FileNotFoundError: If the summary does not exist.
+        ValueError: If it has no ``aggregate`` list.
+    """
+    data = json.loads(Path(path).read_text())
+    if "aggregate" not in data:
+        raise ValueError(f"{path} has no 'aggregate' list; pass the pipeline's summary.json")
+    out: dict[str, dict[str, float]] = {}
+    for row in data["aggregate"]:
+        run = f"{row['dataset']}/{row['arch']}/{row['method']}"
+        n = int(row.get("n_seeds") or 1)
+        values: dict[str, float] = {}
+        for metric in DIRECTIONS:
+            mean, se = row.get(f"{metric}_mean"), row.get(f"{metric}_se")
+            values[metric] = math.nan if mean is None else float(mean)
+            values[f"{metric}_sd"] = math.nan if se is None else float(se) * math.sqrt(n)
+        out[run] = values
+    return out
+
+
+def check(summary: Mapping[str, Mapping[str, float]], reference: Mapping[str, Any]) -> list[Check]:
+    """Compare a summary with the reference; one :class:`Check` per referenced metric."""
+    checks = []
+    for run, entries in reference.get("runs", {}).items():
+        for metric, ref in entries.items():
+            direction = ref.get("direction", DIRECTIONS.get(metric, "higher"))
+            if direction not in ("higher", "lower"):
+                raise ValueError(f"{run}/{metric}: direction must be 'higher' or 'lower'")
+            actual = summary.get(run, {}).get(metric, math.nan)
+            checks.append(
+                Check(run, metric, direction, float(ref["value"]), float(ref["tolerance"]), actual)
+            )
+    return checks
+
+
+def format_checks(checks: Sequence[Check]) -> str:
+    """Plain-text table of the checks, failures named at the end."""
+    head = ("run", "metric", "better", "reference", "tolerance", "actual", "delta", "status")
+    rows = [
+        (
+            c.run,
+            c.metric,
+            c.direction,
+            f"{c.value:.4f}",
+            f"{c.tolerance:.4f}",
+            f"{c.actual:.4f}",
+            f"{c.delta:+.4f}",
+            c.status,
+        )
+        for c in checks
+    ]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = [
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in [head, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    failed = [f"{c.run}/{c.metric}" for c in checks if c.failed]
+    if failed:
+        lines.append(
+            f"\nGATE FAILED: {len(failed)} metric(s) regressed or missing: {', '.join(failed)}"
+        )
+    else:
+        lines.append(f"\nGATE PASSED: {len(checks)} metric(s) within tolerance")
+    return "\n".join(lines)
+
+
+def update(
+    summary: Mapping[str, Mapping[str, float]], reference: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Reference with its values replaced by the summary's (tolerances and directions kept).
+
+    Runs and metrics missing from the reference are added with :data:`DIRECTIONS` and
+    :data:`MIN_TOLERANCE`; entries whose run is no longer in the summary are dropped.
+    """
+    runs: dict[str, Any] = {}
+    old = reference.get("runs", {})
+    for run, values in sorted(summary.items()):
+        entries = {}
+        for metric, direction in DIRECTIONS.items():
+            if not math.isfinite(values.get(metric, math.nan)):
+                continue
+            previous = old.get(run, {}).get(metric, {})
+            entries[metric] = {
+                "value": round(values[metric], 6),
+                "tolerance": previous.get("tolerance", MIN_TOLERANCE[metric]),
+                "direction": previous.get("direction", direction),
+            }
+        runs[run] = entries
+    return {**reference, "runs": runs}
+
+
+def calibrate(
+    summary: Mapping[str, Mapping[str, float]],
+    reference: Mapping[str, Any],
+    sd_multiple: float = 3.0,
+) -> dict[str, Any]:
+    """Reference with tolerances ``max(sd_multiple x seed SD, MIN_TOLERANCE)`` from a summary.
+
+    Raises:
+        ValueError: If the summary has no seed SD (it needs at least two seeds).
+    """
+    runs = {run: dict(entries) for run, entries in reference.get("runs", {}).items()}
+    sized = 0
+    for run, entries in runs.items():
+        for metric, ref in entries.items():
+            sd = summary.get(run, {}).get(f"{metric}_sd", math.nan)
+            if math.isfinite(sd):
+                floor = MIN_TOLERANCE.get(metric, 0.0)
+                entries[metric] = {**ref, "tolerance": round(max(sd_multiple * sd, floor), 4)}
+                sized += 1
+    if sized == 0:
+        raise ValueError("the summary has no seed standard deviations; run at least two seeds")
+    return {**reference, "runs": runs}
+
+
+def _write(path: Path, reference: Mapping[str, Any]) -> None:
+    body = yaml.safe_dump(dict(reference), sort_keys=False, default_flow_style=None, width=100)
+    write_text(path, HEADER + body)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (1 when the gate fails)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m amp.gate",
+        description="Compare benchmark metrics with a committed reference; exit 1 on regression.",
+    )
+    parser.add_argument("--summary", required=True, help="summary.json of aggregate_metrics")
+    parser.add_argument(
+        "--reference", required=True, help="reference YAML (e.g. configs/ci_reference.yaml)"
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--update", action="store_true", help="rewrite reference values from the summary"
+    )
+    mode.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="rewrite tolerances from the summary's seed SDs (needs >= 2 seeds)",
+    )
+    parser.add_argument(
+        "--sd-multiple",
+        type=float,
+        default=3.0,
+        help="tolerance = this many seed SDs (with --calibrate; default 3)",
+    )
+    args = parser.parse_args(argv)
+    summary = load_summary(args.summary)
+    path = Path(args.reference)
+    reference = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    if args.update or args.calibrate:
+        if args.update:
+            reference = update(summary, reference)
+        else:
+            reference = calibrate(summary, reference, args.sd_multiple)
+        _write(path, reference)
+        print(f"wrote {path}")  # noqa: T201 -- command-line output
+        return 0
+    if not path.exists():
+        parser.error(f"no reference at {path}; create it with --update")
+    checks = check(summary, reference)
+    print(format_checks(checks))  # noqa: T201 -- command-line output
+    return 1 if any(c.failed for c in checks) or not checks else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Job helpers for the workflow scripts: set-up, data per method, resumable training state.
+
+The Snakemake scripts in ``workflow/scripts/`` unpack ``snakemake.*`` and call these functions,
+so that everything with logic in it lives in the library and is tested there:
+
+- :func:`start_job` sends logging, warnings and progress output to the rule's log file and sets
+  the number of PyTorch threads to the rule's ``threads`` (two jobs with two threads each on a
+  two-core machine run several times slower than two jobs with one thread each).
+- :func:`load_inputs` loads a data set the way one method wants it (normalisation, dtype) plus
+  its out-of-distribution inputs.
+- :func:`resumable_state` / :func:`finish_state` keep a training checkpoint outside the rule's
+  declared outputs (Snakemake deletes the outputs of a failed job), guarded by the run's identity
+  so that a changed configuration never resumes a stale run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from amp.data import Dataset, describe, load_dataset, load_ood
+from amp.io import write_json
+
+__all__ = [
+    "DTYPES",
+    "describe_inputs",
+    "finish_state",
+    "load_inputs",
+    "resumable_state",
+    "start_job",
+]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+"""Dtype names accepted in the configuration."""
+
+_IDENTITY_FILE = "identity.json"
+_CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def start_job(log_path: str | os.PathLike, threads: int = 1) -> logging.Logger:
+    """Route this process's diagnostics to ``log_path`` and set PyTorch's thread count.
+
+    Args:
+        log_path: The rule's ``log`` file; logging, ``stderr`` and ``stdout`` (progress bars,
+            warnings, tracebacks) are appended to it.
+        threads: The rule's ``threads``; used for intra-op and inter-op parallelism.
+
+    Returns:
+        A logger for the script.
+
+    Raises:
+        ValueError: If ``threads`` is not a positive integer.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"invalid threads: {threads!r} (must be a positive integer)")
+    path = Path(log_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(path, "a", buffering=1)  # noqa: SIM115 -- lives as long as the process
+    sys.stderr = sys.stdout = stream
+    logging.basicConfig(
+        stream=stream,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    logging.captureWarnings(True)
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel region
+        torch.set_num_interop_threads(threads)
+    logger = logging.getLogger("amp.workflow")
+    logger.info("torch %s, %d thread(s), pid %d", torch.__version__, threads, os.getpid())
+    return logger
+
+
+def load_inputs(
+    dataset: str,
+    experiment: dict[str, Any],
+    data: dict[str, Any],
+    *,
+    normalization: str,
+    dtype: str,
+    ood_normalization: str = "reference",
+) -> tuple[Dataset, torch.Tensor | None]:
+    """Load an experiment's data set and OOD inputs prepared for one method.
+
+    Args:
+        dataset: Data set name (:data:`amp.data.DATASETS`).
+        experiment: The experiment's configuration: ``subset``, ``test_subset``,
+            ``subset_seed`` and ``ood`` (``None`` or a mapping with ``name`` and ``subset``).
+        data: The ``data`` configuration: ``root`` and ``download``.
+        normalization: ``"global"``, ``"per_channel"`` or ``"none"``.
+        dtype: ``"float32"`` or ``"float64"``.
+        ood_normalization: ``"reference"``, ``"own"`` or ``"none"`` (:func:`amp.data.load_ood`).
+
+    Returns:
+        The data set and the OOD inputs (``None`` when the experiment has no OOD set).
+
+    Raises:
+        ValueError: On an unknown dtype (other errors come from :mod:`amp.data`).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"invalid dtype: {dtype!r} (use one of {', '.join(DTYPES)})")
+    loaded = load_dataset(
+        dataset,
+        root=data.get("root"),
+        subset=experiment.get("subset"),
+        test_subset=experiment.get("test_subset"),
+        seed=experiment.get("subset_seed"),
+        normalization=normalization,
+        download=bool(data.get("download", False)),
+        dtype=DTYPES[dtype],
+    )
+    ood = experiment.get("ood")
+    if not ood:
+        return loaded, None
+    x_ood = load_ood(
+        ood["name"],
+        loaded,
+        root=data.get("root"),
+        normalization=ood_normalization,
+        subset=ood.get("subset"),
+        download=bool(data.get("download", False)),
+    )
+    return loaded, x_ood
+
+
+def describe_inputs(
+    dataset: str,
+    experiment: dict[str, Any],
+    data: dict[str, Any],
+    methods: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """JSON summary of a data set as every listed method sees it (sizes, classes, statistics).
+
+    Args:
+        dataset: Data set name.
+        experiment: The experiment's configuration (see :func:`load_inputs`).
+        data: The ``data`` configuration.
+        methods: Per method the keys ``normalization``, ``dtype`` and ``ood_normalization``.
+
+    Returns:
+        ``{"dataset", "by_method": {method: describe(...) plus "ood"}}``.
+    """
+    out: dict[str, Any] = {"dataset": dataset, "by_method": {}}
+    for method, settings in methods.items():
+        loaded, x_ood = load_inputs(dataset, experiment, data, **settings)
+        summary = describe(loaded)
+        if x_ood is not None:
+            summary["ood"] = {
+                "name": experiment["ood"]["name"],
+                "n": len(x_ood),
+                "normalization": settings.get("ood_normalization", "reference"),
+                "mean": float(x_ood.double().mean()),
+                "std": float(x_ood.double().std()) if x_ood.numel() > 1 else 0.0,
+            }
+        out["by_method"][method] = summary
+    return out
+
+
+def resumable_state(directory: str | os.PathLike, identity: dict[str, Any]) -> Path:
+    """Checkpoint path of a run, discarding a checkpoint that belongs to a different run.
+
+    The identity (configuration, data sizes, ...) is stored beside the checkpoint; when it
+    differs from ``identity`` the directory is emptied, so the run starts afresh.
+
+    Args:
+        directory: A directory for this run's training state (not a declared rule output).
+        identity: JSON-serialisable description of the run.
+
+    Returns:
+        The checkpoint file to pass to the trainer (it may not exist yet).
+    """
+    directory = Path(directory)
+    stored = directory / _IDENTITY_FILE
+    wanted = json.loads(json.dumps(identity, sort_keys=True))
+    if directory.exists():
+        try:
+            same = json.loads(stored.read_text()) == wanted
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(stored, wanted)
+    return directory / _CHECKPOINT_FILE
+
+
+def finish_state(checkpoint: str | os.PathLike, model_path: str | os.PathLike) -> None:
+    """Move a finished run's checkpoint to its declared model file and drop the state directory.
+
+    Args:
+        checkpoint: The path returned by :func:`resumable_state`.
+        model_path: The rule's ``model`` output.
+
+    Raises:
+        FileNotFoundError: If the trainer did not write the checkpoint.
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}; the training did not save one")
+    Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(checkpoint, model_path)
+    shutil.rmtree(checkpoint.parent, ignore_errors=True)

@@ -1,0 +1,271 @@
+"""One baseline training run on a dataset, from configuration to prediction artifacts.
+
+This is what the pipeline's training rules call for the ``adamw`` and ``ivon`` methods, the
+counterpart of :func:`amp.experiment.run_mp`: build the network from a named architecture, train
+it with a resumable checkpoint, score the test set after every epoch (outside the training
+clock, for accuracy-against-wall-clock curves), and return
+:class:`~amp.predictions.Predictions` with test (and optional OOD) predictions and timings.
+
+IVON yields two artifacts from one training run, as in the reference evaluation (spec F.1):
+``"ivon"``, the Bayesian model average over ``test_samples`` weight samples, and ``"ivon_mean"``,
+the prediction at the mean weights ("IVON@mean"). The per-epoch test scores of an IVON run are
+taken at the mean weights (cheap; a 100-sample average every epoch would dominate the run time).
+
+Example:
+    >>> from amp.data import load_dataset
+    >>> data = load_dataset("sine", dtype=torch.float32)
+    >>> pred = run_baseline(data, "toy_regression", "adamw", BaselineConfig(epochs=2))
+    >>> sorted(pred.metadata["history"][0]["test"])
+    ['nll', 'rmse']
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from amp import metrics, specs
+from amp.data import Dataset
+from amp.io import write_json
+from amp.predictions import Predictions
+from amp.runtime import Stopwatch, resolve_device
+from baselines.models import likelihood_of
+from baselines.predict import (
+    IVON_TEST_SAMPLES,
+    predict_probs,
+    predict_probs_ivon_bma,
+    predict_regression,
+    predict_regression_ivon_bma,
+)
+from baselines.train import EpochRecord, TrainConfig, TrainResult, train
+
+__all__ = ["METHODS", "BaselineConfig", "run_baseline"]
+
+METHODS = ("adamw", "ivon")
+"""Baseline methods :func:`run_baseline` trains."""
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Settings of a baseline run (the ``adamw`` / ``ivon`` sections of the pipeline config).
+
+    Optimiser settings left at ``None`` take the method's defaults of
+    :class:`baselines.TrainConfig` (the reference script's values).
+
+    Attributes:
+        epochs: Number of epochs (also the cosine schedule's length).
+        batch_size: Examples per step.
+        dtype: ``"float32"`` or ``"float64"``: dtype of the inputs and weights.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        seed: Seed of the initial weights, the shuffling and IVON's weight noise.
+        lr: Learning rate (``None``: method default).
+        weight_decay: Weight decay (``None``: method default).
+        ess: IVON's effective sample size (``None``: the training-set size).
+        hess_init: IVON's initial Hessian.
+        beta1: IVON's gradient momentum.
+        beta2: IVON's Hessian momentum.
+        mc_samples: IVON weight samples per training step.
+        test_samples: IVON weight samples of the model average at prediction time.
+        evaluate_every_epoch: Score the test set after every epoch (not counted as training).
+        progress: Show a progress bar.
+    """
+
+    epochs: int = 25
+    batch_size: int = 128
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    lr: float | None = None
+    weight_decay: float | None = None
+    ess: float | None = None
+    hess_init: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.99999
+    mc_samples: int = 1
+    test_samples: int = IVON_TEST_SAMPLES
+    evaluate_every_epoch: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"invalid dtype: {self.dtype!r} (use 'float32' or 'float64')")
+        if isinstance(self.test_samples, bool) or not (
+            isinstance(self.test_samples, int) and self.test_samples >= 1
+        ):
+            raise ValueError(f"invalid test_samples: {self.test_samples!r} (must be >= 1)")
+
+    def train_config(self, method: str, checkpoint: str | Path | None) -> TrainConfig:
+        """The :class:`baselines.TrainConfig` of this run for ``method``."""
+        return TrainConfig(
+            method=method,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            ess=self.ess,
+            hess_init=self.hess_init,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            mc_samples=self.mc_samples,
+            seed=self.seed,
+            device=self.device,
+            progress=self.progress,
+            checkpoint_path=checkpoint,
+        )
+
+
+def _score(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise_var: float | None
+) -> dict[str, float]:
+    """Test scores at the current weights: accuracy/NLL or RMSE/Gaussian NLL."""
+    if noise_var is None:
+        probs = predict_probs(model, x)
+        return {"accuracy": metrics.accuracy(probs, y), "nll": metrics.nll(probs, y)}
+    mean, var = predict_regression(model, x, noise_var)
+    return {"rmse": metrics.rmse(mean, y), "nll": metrics.gaussian_nll(mean, var, y)}
+
+
+class _History:
+    """Per-epoch test scores, kept beside the checkpoint so that a resumed run keeps them."""
+
+    def __init__(self, checkpoint: str | Path | None) -> None:
+        self.path = None if checkpoint is None else Path(f"{checkpoint}.scores.json")
+        self.scores: dict[int, dict[str, float]] = {}
+        if self.path is not None and self.path.exists() and Path(checkpoint).exists():
+            self.scores = {int(k): v for k, v in json.loads(self.path.read_text()).items()}
+
+    def add(self, epoch: int, score: dict[str, float]) -> None:
+        self.scores[epoch] = score
+        if self.path is not None:
+            write_json(self.path, {str(k): v for k, v in self.scores.items()})
+
+    def merge(self, records: list[EpochRecord]) -> list[dict[str, Any]]:
+        out = []
+        for record in records:
+            entry: dict[str, Any] = asdict(record)
+            if record.epoch in self.scores:
+                entry["test"] = self.scores[record.epoch]
+            out.append(entry)
+        return out
+
+
+def _predict(
+    result: TrainResult,
+    x: torch.Tensor,
+    config: BaselineConfig,
+    noise_var: float | None,
+    bma: bool,
+    stopwatch: Stopwatch | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Test-time predictive: at the current weights, or IVON's model average when ``bma``."""
+    model, samples, seed = result.model, config.test_samples, config.seed
+    if noise_var is None:
+        if bma:
+            return predict_probs_ivon_bma(
+                model, result.optimizer, x, samples, seed=seed, stopwatch=stopwatch
+            )
+        return predict_probs(model, x, stopwatch=stopwatch)
+    if bma:
+        return predict_regression_ivon_bma(
+            model, result.optimizer, x, noise_var, samples, seed=seed, stopwatch=stopwatch
+        )
+    return predict_regression(model, x, noise_var, stopwatch=stopwatch)
+
+
+def run_baseline(
+    dataset: Dataset,
+    arch: str,
+    method: str,
+    config: BaselineConfig,
+    *,
+    ood_inputs: torch.Tensor | None = None,
+    checkpoint: str | Path | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Predictions | dict[str, Predictions]:
+    """Train an AdamW or IVON network and predict the test (and OOD) set.
+
+    A run killed between epochs resumes from ``checkpoint`` when called again with the same
+    arguments (the per-epoch test scores are kept in ``<checkpoint>.scores.json``).
+
+    Args:
+        dataset: Training and test data (inputs normalised as wanted; baselines use
+            per-channel normalisation in the reference protocol).
+        arch: Named architecture (:func:`amp.specs.arch`).
+        method: ``"adamw"`` or ``"ivon"``.
+        config: Run settings.
+        ood_inputs: Out-of-distribution inputs ``(M, *input_shape)`` to predict as well
+            (classification only).
+        checkpoint: File for the resumable training state.
+        metadata: Extra fields for the prediction artifacts.
+
+    Returns:
+        For ``"adamw"``: the test predictions. For ``"ivon"``: ``{"ivon": model average,
+        "ivon_mean": prediction at the mean weights}``. Each carries the per-epoch history
+        (``metadata["history"]``, entries ``epoch, loss, seconds, lr`` and ``test``),
+        ``train_seconds`` (training steps only) and ``predict_seconds`` (test set only).
+
+    Raises:
+        ValueError: On an unknown method, or OOD inputs for a regression task.
+    """
+    if method not in METHODS:
+        raise ValueError(f"invalid method: {method!r} (use one of {', '.join(METHODS)})")
+    layers = specs.arch(arch)
+    likelihood = likelihood_of(layers)
+    noise_var = None if likelihood.kind == "classification" else likelihood.noise_var
+    if ood_inputs is not None and noise_var is not None:
+        raise ValueError("invalid ood_inputs: OOD predictions need a classification task")
+    device = resolve_device(config.device)
+    dtype = _DTYPES[config.dtype]
+    x_train = dataset.x_train.to(dtype)
+    x_test = dataset.x_test.to(dtype=dtype, device=device)
+    y_test = dataset.y_test.to(device=device)
+    if noise_var is not None:
+        y_test = y_test.to(dtype)
+    history = _History(checkpoint)
+
+    def after_epoch(model: nn.Module, record: EpochRecord) -> None:
+        if config.evaluate_every_epoch:
+            history.add(record.epoch, _score(model, x_test, y_test, noise_var))
+
+    y_train = dataset.y_train if noise_var is None else dataset.y_train.to(dtype)
+    result = train(
+        layers,
+        x_train,
+        y_train,
+        config.train_config(method, checkpoint),
+        on_epoch_end=after_epoch,
+    )
+    info = {
+        "arch": arch,
+        "dataset": dataset.name,
+        "parameters": specs.count_parameters(layers, dataset.input_shape),
+        "config": asdict(config),
+        "history": history.merge(result.history),
+        "train_seconds": result.total_seconds,
+    }
+    variants = {"adamw": False} if method == "adamw" else {"ivon": True, "ivon_mean": False}
+    out: dict[str, Predictions] = {}
+    for name, bma in variants.items():
+        watch = Stopwatch(device)
+        pred = _predict(result, x_test, config, noise_var, bma, watch)
+        fields: dict[str, Any]
+        if noise_var is None:
+            fields = {"probs": pred, "labels": y_test}
+            if ood_inputs is not None:
+                x_ood = ood_inputs.to(dtype=dtype, device=device)
+                fields["probs_ood"] = _predict(result, x_ood, config, noise_var, bma)
+        else:
+            fields = {"mean": pred[0], "var": pred[1], "targets": y_test}
+        meta = {**info, "method": name, "trained_as": method, "predict_seconds": watch.seconds}
+        if bma:
+            meta["test_samples"] = config.test_samples
+        meta.update(metadata or {})
+        out[name] = Predictions(**{k: v.cpu() for k, v in fields.items()}, metadata=meta)
+    return out["adamw"] if method == "adamw" else out

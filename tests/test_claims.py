@@ -1,0 +1,132 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from amp import claims
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def summary_rows(dataset="cifar10", arch="conv890k", **by_method):
+    rows = []
+    for method, values in by_method.items():
+        row = {"dataset": dataset, "arch": arch, "method": method, "n_seeds": 1}
+        row.update({f"{k}_mean": v for k, v in values.items()})
+        rows.append(row)
+    return rows
+
+
+def c1_summary(mp_ece, mp_acc=0.80, dataset="cifar10", arch="conv890k"):
+    return pd.DataFrame(
+        summary_rows(
+            dataset,
+            arch,
+            mp={"accuracy": mp_acc, "ece_mv": mp_ece, "seconds_per_epoch": 500.0},
+            adamw={"accuracy": 0.81, "ece_mv": 0.041, "seconds_per_epoch": 4.0},
+            ivon={"accuracy": 0.80, "ece_mv": 0.046, "seconds_per_epoch": 5.0},
+        )
+    )
+
+
+C1_TEST = {"kind": "calibration", "dataset": "cifar10", "arch": "conv890k", "accuracy_margin": 0.02}
+
+
+@pytest.mark.parametrize(
+    ("mp_ece", "mp_acc", "verdict"),
+    [
+        (0.029, 0.80, claims.REPRODUCED),
+        (0.050, 0.80, claims.NOT_REPRODUCED),  # worse calibrated than a baseline
+        (0.029, 0.75, claims.NOT_REPRODUCED),  # not competitive in accuracy
+    ],
+)
+def test_calibration_claim(mp_ece, mp_acc, verdict):
+    finding = claims.EVALUATORS["calibration"](c1_summary(mp_ece, mp_acc), C1_TEST, {})
+    assert finding.verdict == verdict
+    assert finding.where == ("cifar10", "conv890k")
+    assert "ECE-paper 0.0290" in finding.ours or mp_ece != 0.029
+
+
+def test_calibration_claim_on_other_data_is_a_proxy_only():
+    summary = c1_summary(0.029, dataset="fashion_mnist", arch="mlp")
+    finding = claims.EVALUATORS["calibration"](summary, {**C1_TEST, "reason": "no CIFAR"}, {})
+    assert finding.verdict == claims.NOT_TESTABLE
+    assert finding.ours.startswith("proxy fashion_mnist/mlp")
+    assert finding.reason.startswith("no CIFAR")
+
+
+def test_speed_claim_ratio():
+    test = {"kind": "speed", "ratio_range": [30, 300]}
+    finding = claims.EVALUATORS["speed"](c1_summary(0.03), test, {})
+    assert finding.verdict == claims.REPRODUCED
+    assert "100× slower" in finding.ours
+    fast = c1_summary(0.03)
+    fast.loc[fast["method"] == "mp", "seconds_per_epoch_mean"] = 50.0
+    assert claims.EVALUATORS["speed"](fast, test, {}).verdict == claims.NOT_REPRODUCED
+    no_ivon = fast[fast["method"] != "ivon"]
+    assert claims.EVALUATORS["speed"](no_ivon, test, {}).verdict == claims.NOT_TESTABLE
+
+
+def test_overconfidence_claim():
+    summary = pd.DataFrame(
+        summary_rows("a", "b", mp={"overconfidence": 0.01})
+        + summary_rows("c", "d", mp={"overconfidence": 0.05})
+    )
+    test = {"kind": "overconfidence", "max_overconfidence": 0.02}
+    finding = claims.EVALUATORS["overconfidence"](summary, test, {})
+    assert finding.verdict == claims.NOT_REPRODUCED
+    assert "a/b" in finding.ours
+    assert "c/d" in finding.ours
+    ok = claims.EVALUATORS["overconfidence"](summary.iloc[:1], test, {})
+    assert ok.verdict == claims.REPRODUCED
+
+
+def test_coverage_claim_reads_evidence():
+    test = {"kind": "coverage", "min_correlation": 0.8, "reason": "not run"}
+    absent = claims.EVALUATORS["coverage"](pd.DataFrame(), test, {})
+    assert absent.verdict == claims.NOT_TESTABLE
+    assert absent.reason == "not run"
+    study = {"correlation": 0.9, "median_coverage": {"x<-10": [0.61, 0.86, 0.93]}}
+    found = claims.EVALUATORS["coverage"](pd.DataFrame(), test, {"coverage": study})
+    assert found.verdict == claims.REPRODUCED
+    assert "61%/86%/93%" in found.ours
+    low = claims.EVALUATORS["coverage"](pd.DataFrame(), test, {"coverage": {"correlation": 0.5}})
+    assert low.verdict == claims.NOT_REPRODUCED
+
+
+def test_protocol_differences():
+    paper = {"epochs": 25, "dataset": "cifar10", "device": "cuda"}
+    ours = {"epochs": 3, "dataset": "cifar10"}
+    assert claims.protocol_differences(paper, ours) == [
+        "epochs: 25 → 3",
+        "device: cuda → not run",
+    ]
+
+
+def test_registry_renders_with_every_claim():
+    registry = yaml.safe_load((REPO / "configs" / "claims.yaml").read_text())
+    ids = [claim["id"] for claim in registry["claims"]]
+    assert ids == ["C1", "C2", "C3", "C4", "C5"]
+    for claim in registry["claims"]:
+        assert {"claim", "paper_value", "source", "protocol", "test"} <= set(claim)
+        assert claim["test"]["kind"] in claims.EVALUATORS
+    config = {
+        "training": {"epochs": 3},
+        "experiments": {"fashion_mnist": {"archs": ["mlp"], "seeds": [0], "methods": ["mp"]}},
+    }
+    summary = c1_summary(0.03, dataset="fashion_mnist", arch="mlp")
+    summary["overconfidence_mean"] = 0.0
+    rows = claims.evaluate_claims(registry, summary, claims.run_settings(config))
+    text = claims.render_claims(rows, claims.claims_header({"report": {"title": "default"}}))
+    table = [line for line in text.splitlines() if line.startswith("| C") and ":" in line[:6]]
+    assert len(table) == 5
+    assert "not testable here" in table[0]
+    assert "epochs: 25 → 3" in table[0]
+    assert "default configuration" in text
+
+
+def test_unknown_test_kind():
+    registry = {"claims": [{"id": "X", "test": {"kind": "magic"}}]}
+    with pytest.raises(ValueError, match="unknown test kind 'magic'"):
+        claims.evaluate_claims(registry, pd.DataFrame(), {})

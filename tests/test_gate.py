@@ -1,0 +1,198 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from amp import gate
+from amp.report import write_summary
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_fake_summary(path, rows, tmp_path):
+    """A summary.json in the pipeline's format (amp.report.write_summary)."""
+    frame = pd.DataFrame(rows)
+    write_summary(frame, frame, path, tmp_path / "summary.csv")
+    return path
+
+
+def row(method="mp", n=1, **metrics):
+    out = {"dataset": "fashion_mnist", "arch": "mlp", "method": method, "n_seeds": n}
+    for key, (mean, se) in metrics.items():
+        out[f"{key}_mean"], out[f"{key}_se"] = mean, se
+    return out
+
+
+@pytest.mark.parametrize(
+    ("direction", "actual", "status"),
+    [
+        ("higher", 0.80, "ok"),
+        ("higher", 0.78, "ok"),  # exactly at the tolerance
+        ("higher", 0.77, "REGRESSED"),
+        ("higher", 0.83, "improved"),
+        ("lower", 0.80, "ok"),
+        ("lower", 0.83, "REGRESSED"),
+        ("lower", 0.77, "improved"),
+        ("lower", math.nan, "MISSING"),
+    ],
+)
+def test_check_status_depends_on_direction(direction, actual, status):
+    result = gate.Check("r", "m", direction, 0.80, 0.02 + 1e-12, actual)
+    assert result.status == status
+    assert result.failed == (status in ("REGRESSED", "MISSING"))
+
+
+def test_gate_fails_on_regression_and_names_the_metric(tmp_path, capsys):
+    summary = write_fake_summary(
+        tmp_path / "summary.json",
+        [row(accuracy=(0.75, None), nll=(0.70, None))],
+        tmp_path,
+    )
+    reference = tmp_path / "reference.yaml"
+    runs = {
+        "fashion_mnist/mlp/mp": {
+            "accuracy": {"value": 0.80, "tolerance": 0.02, "direction": "higher"},
+            "nll": {"value": 0.69, "tolerance": 0.05, "direction": "lower"},
+        }
+    }
+    reference.write_text(yaml.safe_dump({"runs": runs}))
+    assert gate.main(["--summary", str(summary), "--reference", str(reference)]) == 1
+    out = capsys.readouterr().out
+    assert "GATE FAILED" in out
+    assert "fashion_mnist/mlp/mp/accuracy" in out.splitlines()[-1]
+    assert "nll" not in out.splitlines()[-1]
+
+
+def test_gate_passes_within_tolerance(tmp_path, capsys):
+    summary = write_fake_summary(
+        tmp_path / "summary.json", [row(accuracy=(0.79, None), nll=(0.72, None))], tmp_path
+    )
+    reference = tmp_path / "reference.yaml"
+    runs = {
+        "fashion_mnist/mlp/mp": {
+            "accuracy": {"value": 0.80, "tolerance": 0.02, "direction": "higher"},
+            "nll": {"value": 0.69, "tolerance": 0.05, "direction": "lower"},
+        }
+    }
+    reference.write_text(yaml.safe_dump({"runs": runs}))
+    assert gate.main(["--summary", str(summary), "--reference", str(reference)]) == 0
+    assert "GATE PASSED: 2 metric(s)" in capsys.readouterr().out
+
+
+def test_missing_run_fails(tmp_path):
+    summary = write_fake_summary(tmp_path / "s.json", [row(accuracy=(0.8, None))], tmp_path)
+    reference = {"runs": {"fashion_mnist/mlp/ivon": {"accuracy": {"value": 0.8, "tolerance": 1}}}}
+    checks = gate.check(gate.load_summary(summary), reference)
+    assert [c.status for c in checks] == ["MISSING"]
+
+
+def test_update_replaces_values_and_keeps_tolerances(tmp_path):
+    summary = gate.load_summary(
+        write_fake_summary(
+            tmp_path / "s.json", [row(accuracy=(0.7, None), ece_15=(0.05, None))], tmp_path
+        )
+    )
+    old = {"runs": {"fashion_mnist/mlp/mp": {"accuracy": {"value": 0.9, "tolerance": 0.04}}}}
+    new = gate.update(summary, old)["runs"]["fashion_mnist/mlp/mp"]
+    assert new["accuracy"] == {"value": 0.7, "tolerance": 0.04, "direction": "higher"}
+    assert new["ece_15"] == {
+        "value": 0.05,
+        "tolerance": gate.MIN_TOLERANCE["ece_15"],
+        "direction": "lower",
+    }
+
+
+def test_calibrate_sizes_tolerances_from_seed_sd(tmp_path):
+    # SE 0.01 over 4 seeds -> SD 0.02 -> tolerance 3 x 0.02 = 0.06
+    summary = gate.load_summary(
+        write_fake_summary(
+            tmp_path / "s.json",
+            [row(n=4, accuracy=(0.7, 0.01), nll=(0.8, 0.0001))],
+            tmp_path,
+        )
+    )
+    reference = {
+        "runs": {
+            "fashion_mnist/mlp/mp": {
+                "accuracy": {"value": 0.7, "tolerance": 1.0, "direction": "higher"},
+                "nll": {"value": 0.8, "tolerance": 1.0, "direction": "lower"},
+            }
+        }
+    }
+    runs = gate.calibrate(summary, reference, 3.0)["runs"]["fashion_mnist/mlp/mp"]
+    assert runs["accuracy"]["tolerance"] == pytest.approx(0.06)
+    assert runs["nll"]["tolerance"] == gate.MIN_TOLERANCE["nll"]  # 3 x 0.0002 is below the floor
+
+
+def test_calibrate_needs_several_seeds(tmp_path):
+    summary = gate.load_summary(
+        write_fake_summary(tmp_path / "s.json", [row(accuracy=(0.7, None))], tmp_path)
+    )
+    reference = {"runs": {"fashion_mnist/mlp/mp": {"accuracy": {"value": 0.7, "tolerance": 1}}}}
+    with pytest.raises(ValueError, match="at least two seeds"):
+        gate.calibrate(summary, reference)
+
+
+def test_update_round_trip_writes_a_reference_that_passes(tmp_path):
+    summary = write_fake_summary(
+        tmp_path / "s.json", [row(accuracy=(0.7, None)), row("adamw", nll=(0.5, None))], tmp_path
+    )
+    reference = tmp_path / "ref.yaml"
+    args = ["--summary", str(summary), "--reference", str(reference)]
+    assert gate.main([*args, "--update"]) == 0
+    assert reference.read_text().startswith("# Reference metrics")
+    assert gate.main(args) == 0
+
+
+def test_committed_reference_passes_itself_and_catches_a_worse_metric(tmp_path):
+    """The committed CI reference: its own values pass; one metric worse than tolerance fails."""
+    reference = yaml.safe_load((REPO / "configs" / "ci_reference.yaml").read_text())
+    assert reference["runs"], "configs/ci_reference.yaml lists no runs"
+    rows = {}
+    for run, entries in reference["runs"].items():
+        dataset, arch, method = run.split("/")
+        assert set(entries) <= set(gate.DIRECTIONS)
+        rows[run] = {"dataset": dataset, "arch": arch, "method": method, "n_seeds": 1}
+        for metric, ref in entries.items():
+            assert ref["direction"] == gate.DIRECTIONS[metric]
+            assert ref["tolerance"] > 0
+            rows[run][f"{metric}_mean"] = ref["value"]
+    summary_path = write_fake_summary(tmp_path / "s.json", list(rows.values()), tmp_path)
+    assert not any(c.failed for c in gate.check(gate.load_summary(summary_path), reference))
+
+    run = next(iter(rows))
+    ref = reference["runs"][run]["accuracy"]
+    rows[run]["accuracy_mean"] = ref["value"] - 2 * ref["tolerance"]
+    summary_path = write_fake_summary(tmp_path / "s.json", list(rows.values()), tmp_path)
+    failed = [c for c in gate.check(gate.load_summary(summary_path), reference) if c.failed]
+    assert [(c.run, c.metric) for c in failed] == [(run, "accuracy")]
+
+
+def test_summary_without_aggregate_is_rejected(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"runs": []}))
+    with pytest.raises(ValueError, match="aggregate"):
+        gate.load_summary(path)
+
+
+def test_command_line_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gate.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--update" in out
+    assert "--calibrate" in out
+
+
+@pytest.mark.slow
+def test_module_runs_as_a_program():
+    result = subprocess.run(
+        [sys.executable, "-m", "amp.gate", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert "python -m amp.gate" in result.stdout

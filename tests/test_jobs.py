@@ -1,0 +1,116 @@
+import json
+import logging
+import sys
+
+import pytest
+import torch
+
+from amp import jobs
+
+DATA = {"root": None, "download": False}
+
+
+@pytest.fixture
+def fake_root(tmp_path, fake_data, no_system_data):
+    fake_data.mnist(tmp_path / "FashionMNIST" / "raw", n_train=40, n_test=20)
+    return tmp_path
+
+
+def test_start_job_logs_to_file_and_sets_threads(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    threads = torch.get_num_threads()
+    try:
+        log = jobs.start_job(tmp_path / "logs" / "job.log", threads=1)
+        log.info("hello from the job")
+        print("printed output")
+        assert torch.get_num_threads() == 1
+    finally:
+        sys.stdout.flush()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        torch.set_num_threads(threads)
+    text = (tmp_path / "logs" / "job.log").read_text()
+    assert "hello from the job" in text
+    assert "printed output" in text
+    assert "1 thread(s)" in text
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True])
+def test_start_job_rejects_bad_threads(tmp_path, threads):
+    with pytest.raises(ValueError, match="invalid threads"):
+        jobs.start_job(tmp_path / "x.log", threads)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_load_inputs_per_method(fake_root, dtype):
+    experiment = {"subset": 30, "test_subset": 10, "subset_seed": 1, "ood": {"name": "digits"}}
+    data = {"root": str(fake_root), "download": False}
+    loaded, x_ood = jobs.load_inputs(
+        "fashion_mnist", experiment, data, normalization="global", dtype=dtype
+    )
+    assert (len(loaded.x_train), len(loaded.x_test)) == (30, 10)
+    assert loaded.x_train.dtype == jobs.DTYPES[dtype]
+    assert loaded.normalization["mode"] == "global"
+    # global normalisation: the training pixels have mean 0 and std 1 over everything
+    assert float(loaded.x_train.double().mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(loaded.x_train.double().std()) == pytest.approx(1.0, abs=1e-3)
+    assert x_ood.shape == (1797, 1, 28, 28)
+    per_channel, none = jobs.load_inputs(
+        "fashion_mnist",
+        {**experiment, "ood": None},
+        data,
+        normalization="per_channel",
+        dtype=dtype,
+    )
+    assert none is None
+    assert per_channel.normalization["mode"] == "per_channel"
+
+
+def test_load_inputs_rejects_unknown_dtype(fake_root):
+    with pytest.raises(ValueError, match="invalid dtype"):
+        jobs.load_inputs("fashion_mnist", {}, DATA, normalization="global", dtype="float16")
+
+
+def test_describe_inputs_per_method(fake_root):
+    experiment = {"subset": 30, "ood": {"name": "digits", "subset": 50}}
+    data = {"root": str(fake_root), "download": False}
+    methods = {
+        "mp": {"normalization": "global", "dtype": "float32", "ood_normalization": "none"},
+        "adamw": {"normalization": "per_channel", "dtype": "float32"},
+    }
+    summary = jobs.describe_inputs("fashion_mnist", experiment, data, methods)
+    json.dumps(summary)
+    assert set(summary["by_method"]) == {"mp", "adamw"}
+    mp = summary["by_method"]["mp"]
+    assert mp["n_train"] == 30
+    assert mp["normalization"]["mode"] == "global"
+    assert mp["ood"]["n"] == 50
+    assert mp["ood"]["normalization"] == "none"
+    assert 0.0 <= mp["ood"]["mean"] <= 1.0  # raw pixels in [0, 1]
+    assert summary["by_method"]["adamw"]["ood"]["normalization"] == "reference"
+
+
+def test_resumable_state_keeps_matching_and_drops_stale_checkpoints(tmp_path):
+    state = tmp_path / "state"
+    path = jobs.resumable_state(state, {"epochs": 3})
+    path.write_bytes(b"checkpoint")
+    assert jobs.resumable_state(state, {"epochs": 3}).read_bytes() == b"checkpoint"
+    again = jobs.resumable_state(state, {"epochs": 4})  # another run: start afresh
+    assert again == path
+    assert not path.exists()
+    (state / "identity.json").write_text("{broken")
+    path.write_bytes(b"x")
+    assert not jobs.resumable_state(state, {"epochs": 4}).exists()
+
+
+def test_finish_state_moves_checkpoint(tmp_path):
+    path = jobs.resumable_state(tmp_path / "state", {"a": 1})
+    path.write_bytes(b"weights")
+    jobs.finish_state(path, tmp_path / "out" / "model.pt")
+    assert (tmp_path / "out" / "model.pt").read_bytes() == b"weights"
+    assert not (tmp_path / "state").exists()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        jobs.finish_state(path, tmp_path / "model.pt")

@@ -1,0 +1,96 @@
+# ---- reports: tables per (dataset, arch), figures, and the claims against the paper ----
+
+
+rule make_table:
+    input:
+        summary=rules.aggregate_metrics.output.summary,
+    output:
+        md=f"{TABLE}/table.md",
+        csv=report(
+            f"{TABLE}/table.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="{dataset} / {arch}",
+        ),
+        tex=f"{TABLE}/table.tex",
+    log:
+        f"{LOGS}/make_table/{{dataset}}/{{arch}}.log",
+    params:
+        config=config,
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/make_table.py"
+
+
+rule plot_reliability:
+    input:
+        unpack(get_first_seed_predictions),
+    output:
+        figure=report(
+            f"{TABLE}/reliability.png",
+            caption="../report/reliability.rst",
+            category="Figures",
+            subcategory="{dataset} / {arch}",
+        ),
+    log:
+        f"{LOGS}/plot_reliability/{{dataset}}/{{arch}}.log",
+    params:
+        bins=config["report"]["reliability_bins"],
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/plot_reliability.py"
+
+
+rule plot_training:
+    input:
+        metrics=get_table_metrics,
+    output:
+        curves=report(
+            f"{TABLE}/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Figures",
+            subcategory="{dataset} / {arch}",
+        ),
+        epoch_seconds=report(
+            f"{TABLE}/epoch_seconds.png",
+            caption="../report/epoch_seconds.rst",
+            category="Figures",
+            subcategory="{dataset} / {arch}",
+        ),
+    log:
+        f"{LOGS}/plot_training/{{dataset}}/{{arch}}.log",
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/plot_training.py"
+
+
+rule render_claims:
+    input:
+        summary=rules.aggregate_metrics.output.summary,
+        registry=config["report"]["claims"],
+        evidence=lambda wc: list(CLAIM_EVIDENCE.values()),
+    output:
+        claims=report(
+            f"{REPORTS}/claims.md",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+    log:
+        f"{LOGS}/render_claims.log",
+    params:
+        config=config,
+        evidence_names=lambda wc: list(CLAIM_EVIDENCE),
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/render_claims.py"
+
+
+register_outputs("reports", get_report_outputs)

@@ -1,0 +1,11 @@
+"""Collect every run's metrics.json; write all runs and their mean ± SE over seeds."""
+
+from amp.jobs import start_job
+from amp.report import aggregate, load_runs, write_summary
+
+sm = snakemake  # noqa: F821 -- injected by Snakemake
+log = start_job(sm.log[0], sm.threads)
+runs = load_runs(sm.input.metrics)
+summary = aggregate(runs)
+write_summary(runs, summary, sm.output.summary, sm.output.csv)
+log.info("%d runs, %d aggregated rows", len(runs), len(summary))

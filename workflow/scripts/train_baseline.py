@@ -1,0 +1,34 @@
+"""Train an AdamW or IVON network for one (dataset, arch, seed) and save its predictions."""
+
+from amp.jobs import finish_state, load_inputs, resumable_state, start_job
+from baselines.experiment import BaselineConfig, run_baseline
+
+sm = snakemake  # noqa: F821 -- injected by Snakemake
+log = start_job(sm.log[0], sm.threads)
+data, x_ood = load_inputs(
+    sm.wildcards.dataset, sm.params.experiment, sm.params.data, **sm.params.data_settings
+)
+log.info("data: %r; OOD inputs: %s", data, None if x_ood is None else tuple(x_ood.shape))
+checkpoint = resumable_state(sm.params.state, sm.params.identity)
+result = run_baseline(
+    data,
+    sm.wildcards.arch,
+    sm.params.method,
+    BaselineConfig(**sm.params.run),
+    ood_inputs=x_ood,
+    checkpoint=checkpoint,
+    metadata={"seed": int(sm.wildcards.seed), "data": sm.params.data_settings},
+)
+outputs = (
+    {"adamw": sm.output.predictions}
+    if sm.params.method == "adamw"
+    else {
+        "ivon": sm.output.predictions,
+        "ivon_mean": sm.output.predictions_mean,
+    }
+)
+artifacts = result if isinstance(result, dict) else {"adamw": result}
+for name, predictions in artifacts.items():
+    predictions.save(outputs[name])
+    log.info("%s: %s", name, predictions.metrics())
+finish_state(checkpoint, sm.output.model)
