@@ -98,6 +98,51 @@ def least_squares_scale(d_own: Tensor, d_tot: Tensor, ex: int) -> Tensor:
     return a.clamp(0.0, 1.0).unsqueeze(ex)
 
 
+def joint_innovations(
+    fwd: linear.LinearForward, m_back: NatGaussian, previous: Tensor
+) -> tuple[NatGaussian, Tensor]:
+    """Backward messages of a group corrected for the examples' simultaneous updates.
+
+    Per example ``n`` and unit ``j`` the message to the weights is driven by the innovation
+    ``a_nj = (τ_b − ρ_b μ_s) / (1 + ρ_b σ²_s)``: the residual weighted by its total variance.
+    Computed against the same marginal, examples that share input directions all correct the
+    same residual, and their summed updates overshoot. For a linear-Gaussian layer the exact
+    joint (Kalman) update of the group's weight means uses instead ``β_j = (I + C_j K_j)^(-1)
+    a_j`` with the coupling ``K_j[n, m] = Σ_i E[x_ni] E[x_mi] Var(W_ij) + Var(b_j)`` between
+    different examples (0 on the diagonal) and ``C_j = diag(ρ_b / (1 + ρ_b σ²_s))``.
+
+    Iterated sweeps apply the correction to the change of the innovations: with ``a⁰`` those
+    used in the group's previous sweep (0 at the first), ``β = a⁰ + (I + CK)^(-1) (a − a⁰)``,
+    so a converged sweep (``a = a⁰``) changes nothing and the fixed points are those of the
+    sequential schedule. The message is returned with ``β`` in place of ``a``
+    (``τ_b' = ρ_b μ_s + (1 + ρ_b σ²_s) β``, precision unchanged).
+
+    Args:
+        fwd: Forward pass of a fully connected layer (one position), weights shared by the group.
+        m_back: Backward messages, ``(*B, G, 1, D_out)``.
+        previous: Innovations used in the group's previous sweep, ``(*B, G, D_out)``.
+
+    Returns:
+        The corrected backward messages (same shape) and the innovations used, ``(*B, G, D_out)``.
+    """
+    x = fwd.x_mean[..., 0, :]  # (*B, G, D_in)
+    w_var = fwd.w_var[..., 0, :, :] if fwd.w_var.shape[-3] == 1 else fwd.w_var.mean(-3)
+    rho_b, tau_b = m_back.rho[..., 0, :], m_back.tau[..., 0, :]  # (*B, G, D_out)
+    out_mean, out_var = fwd.out_mean[..., 0, :], fwd.out_var[..., 0, :]
+    den = 1.0 + rho_b * out_var
+    c, a = rho_b / den, (tau_b - rho_b * out_mean) / den
+    b_var = fwd.b_var if fwd.b_var.shape[-2] == 1 else fwd.b_var.mean(-2, keepdim=True)
+    pairs = x.unsqueeze(-2) * x.unsqueeze(-3)  # (*B, G, G, D_in)
+    coupling = pairs @ w_var.unsqueeze(-3) + b_var.unsqueeze(-2)  # (*B, G, G, D_out)
+    coupling = coupling.movedim(-1, -3)  # (*B, D_out, G, G)
+    eye = torch.eye(coupling.shape[-1], dtype=coupling.dtype, device=coupling.device)
+    system = eye + c.transpose(-1, -2).unsqueeze(-1) * coupling * (1 - eye)
+    change = (a - previous).transpose(-1, -2).unsqueeze(-1)  # (*B, D_out, G, 1)
+    beta = previous + torch.linalg.solve(system, change)[..., 0].transpose(-1, -2)
+    tau = rho_b * out_mean + den * beta
+    return NatGaussian(tau.unsqueeze(-2), m_back.rho), beta
+
+
 def _scale_mean_shift(delta: NatGaussian, mean: Tensor, factor: Tensor) -> NatGaussian:
     """Scale the mean shift a message causes in a marginal, keeping its precision.
 
@@ -155,6 +200,7 @@ class WeightLayer:
         self.msg_w: NatGaussian | None = None  # (*lead, sites, *w_shape)
         self.msg_b: NatGaussian | None = None  # (*lead, examples, D_out)
         self.m_toin: NatGaussian | None = None  # (*lead, examples, *in_shape), hidden layers
+        self.innovations: Tensor | None = None  # (*lead, examples, D_out), scaled schedule
         self._keep_messages = False
         self._own_messages_zero = True
         self.scaled = False  # combine a group's messages with the scaled schedule's step
@@ -204,6 +250,11 @@ class WeightLayer:
             self.msg_b = self._uniform((*self.lead, batch_size, *b_shape))
         if not self.first:
             self.m_toin = self._uniform((*self.lead, batch_size, *self.in_shape))
+        if self.scaled and not self.is_conv:
+            d_out = self.prior_b.shape[-1]
+            self.innovations = torch.zeros(
+                (*self.lead, batch_size, d_out), dtype=self.dtype, device=self.device
+            )
 
     def end_iteration(self) -> None:
         """Recompute the marginals exactly as cavity × product of this visit's messages."""
@@ -287,6 +338,11 @@ class WeightLayer:
             m_back = NatGaussian(m_back.tau.unsqueeze(-2), m_back.rho.unsqueeze(-2))
         keep = self.msg_w is not None
         scaled = self.scaled and group.idx.numel() > 1
+        if scaled and not self.is_conv:  # fully connected: correct the innovations instead
+            previous = self.innovations.index_select(self.ex, group.idx)
+            m_back, used = joint_innovations(fwd, m_back, previous)
+            self.innovations.index_copy_(self.ex, group.idx, used)
+            scaled = False
         new_b = factor.to_bias(fwd, m_back, reduce_examples=not (scaled or keep))
         fast = None
         if self.fast and not self.is_conv and not (self.first and keep):
