@@ -47,7 +47,7 @@ class MPConfig:
     epochs: int = 25
     batch_size: int = 128
     schedule: str = "scaled"
-    group_size: int = 8
+    group_size: int = 16
     iterations: int | None = None
     dtype: str = "float64"
     store_dtype: str | None = None

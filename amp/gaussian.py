@@ -169,9 +169,13 @@ class NatGaussian:
         """Copy both parameter tensors."""
         return NatGaussian(self.tau.clone(), self.rho.clone())
 
-    def sum(self, dim: int | tuple[int, ...]) -> NatGaussian:
+    def sum(self, dim: int | tuple[int, ...], keepdim: bool = False) -> NatGaussian:
         """Product of the densities along ``dim`` (natural parameters sum)."""
-        return NatGaussian(self.tau.sum(dim), self.rho.sum(dim))
+        return NatGaussian(self.tau.sum(dim, keepdim=keepdim), self.rho.sum(dim, keepdim=keepdim))
+
+    def unsqueeze(self, dim: int) -> NatGaussian:
+        """Insert an axis of size one."""
+        return NatGaussian(self.tau.unsqueeze(dim), self.rho.unsqueeze(dim))
 
     def sum_to(self, shape: tuple[int, ...] | torch.Size) -> NatGaussian:
         """Product of the densities over the dimensions broadcast to reach ``shape``."""

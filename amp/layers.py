@@ -46,11 +46,6 @@ __all__ = [
 
 Message = NatGaussian | Tensor
 
-SERIES_TERMS_PER_EXAMPLE = 4
-"""Use the series evaluation of fully connected messages while it needs at most this many
-monomials per example of the group (a monomial costs a few passes over the weights, the
-elementwise evaluation a few dozen passes over the group's per-term tensor)."""
-
 
 @dataclass(frozen=True)
 class Group:
@@ -81,13 +76,19 @@ class Layer(Protocol):
         """Forward-only prediction with the current marginals."""
 
 
-def least_squares_scale(d_own: Tensor, d_tot: Tensor, ex: int) -> Tensor:
-    """``a = Σ δ_own δ_tot / Σ δ_tot²`` over examples and positions, clamped to [0, 1].
+CALIBRATION_LIMIT = 10.0
+"""Largest factor by which the scaled schedule stretches a fully connected group's update to
+reach the joint update's shift (the added precision of the messages shrinks the mean shift)."""
+
+
+def least_squares_scale(d_own: Tensor, d_tot: Tensor, ex: int, upper: float = 1.0) -> Tensor:
+    """``a = Σ δ_own δ_tot / Σ δ_tot²`` over examples and positions, clamped to [0, upper].
 
     Args:
         d_own: Shifts each example's message causes alone, ``(*lead, G, P, D_out)``.
         d_tot: Shifts the group's messages cause together, same shape.
         ex: Axis of the examples.
+        upper: Largest factor.
 
     Returns:
         ``(*lead, 1, D_out)``; 1 where the group causes no shift.
@@ -95,52 +96,48 @@ def least_squares_scale(d_own: Tensor, d_tot: Tensor, ex: int) -> Tensor:
     dims = (ex, ex + 1)
     num, den = (d_own * d_tot).sum(dims), (d_tot * d_tot).sum(dims)
     a = torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), 1.0)
-    return a.clamp(0.0, 1.0).unsqueeze(ex)
+    return a.clamp(0.0, upper).unsqueeze(ex)
 
 
-def joint_innovations(
-    fwd: linear.LinearForward, m_back: NatGaussian, previous: Tensor
-) -> tuple[NatGaussian, Tensor]:
+def joint_innovations(fwd: linear.LinearForward, m_back: NatGaussian) -> tuple[NatGaussian, Tensor]:
     """Backward messages of a group corrected for the examples' simultaneous updates.
 
     Per example ``n`` and unit ``j`` the message to the weights is driven by the innovation
     ``a_nj = (τ_b − ρ_b μ_s) / (1 + ρ_b σ²_s)``: the residual weighted by its total variance.
-    Computed against the same marginal, examples that share input directions all correct the
-    same residual, and their summed updates overshoot. For a linear-Gaussian layer the exact
+    Computed against the same distributions, examples that share input directions all correct
+    the same residual, and their summed updates overshoot. For a linear-Gaussian layer the exact
     joint (Kalman) update of the group's weight means uses instead ``β_j = (I + C_j K_j)^(-1)
     a_j`` with the coupling ``K_j[n, m] = Σ_i E[x_ni] E[x_mi] Var(W_ij) + Var(b_j)`` between
-    different examples (0 on the diagonal) and ``C_j = diag(ρ_b / (1 + ρ_b σ²_s))``.
-
-    Iterated sweeps apply the correction to the change of the innovations: with ``a⁰`` those
-    used in the group's previous sweep (0 at the first), ``β = a⁰ + (I + CK)^(-1) (a − a⁰)``,
-    so a converged sweep (``a = a⁰``) changes nothing and the fixed points are those of the
-    sequential schedule. The message is returned with ``β`` in place of ``a``
-    (``τ_b' = ρ_b μ_s + (1 + ρ_b σ²_s) β``, precision unchanged).
+    different examples (0 on the diagonal) and ``C_j = diag(ρ_b / (1 + ρ_b σ²_s))``; ``β_n`` is
+    also example ``n``'s innovation against the others' joint update (leave-one-out), so a
+    converged group does not move. The message is returned with ``β`` in place of ``a``
+    (``τ_b' = ρ_b μ_s + (1 + ρ_b σ²_s) β``, precision unchanged), together with the joint
+    update's shift of every example's pre-activation, ``Σ_m K_j[n, m] β_mj`` (diagonal included),
+    against which the absorbed update is calibrated.
 
     Args:
         fwd: Forward pass of a fully connected layer (one position), weights shared by the group.
         m_back: Backward messages, ``(*B, G, 1, D_out)``.
-        previous: Innovations used in the group's previous sweep, ``(*B, G, D_out)``.
 
     Returns:
-        The corrected backward messages (same shape) and the innovations used, ``(*B, G, D_out)``.
+        The corrected backward messages (same shape) and the target shifts ``(*B, G, 1, D_out)``.
     """
     x = fwd.x_mean[..., 0, :]  # (*B, G, D_in)
-    w_var = fwd.w_var[..., 0, :, :] if fwd.w_var.shape[-3] == 1 else fwd.w_var.mean(-3)
+    w_var = fwd.w_var.squeeze(-3)  # (*lead, D_in, D_out)
     rho_b, tau_b = m_back.rho[..., 0, :], m_back.tau[..., 0, :]  # (*B, G, D_out)
     out_mean, out_var = fwd.out_mean[..., 0, :], fwd.out_var[..., 0, :]
     den = 1.0 + rho_b * out_var
     c, a = rho_b / den, (tau_b - rho_b * out_mean) / den
-    b_var = fwd.b_var if fwd.b_var.shape[-2] == 1 else fwd.b_var.mean(-2, keepdim=True)
     pairs = x.unsqueeze(-2) * x.unsqueeze(-3)  # (*B, G, G, D_in)
-    coupling = pairs @ w_var.unsqueeze(-3) + b_var.unsqueeze(-2)  # (*B, G, G, D_out)
-    coupling = coupling.movedim(-1, -3)  # (*B, D_out, G, G)
+    coupling = pairs @ w_var.unsqueeze(-3) + fwd.b_var.unsqueeze(-2)  # (*B, G, G, D_out)
+    coupling = coupling.movedim(-1, -3)  # (*B, D_out, G, G), diagonal included
     eye = torch.eye(coupling.shape[-1], dtype=coupling.dtype, device=coupling.device)
     system = eye + c.transpose(-1, -2).unsqueeze(-1) * coupling * (1 - eye)
-    change = (a - previous).transpose(-1, -2).unsqueeze(-1)  # (*B, D_out, G, 1)
-    beta = previous + torch.linalg.solve(system, change)[..., 0].transpose(-1, -2)
+    beta = torch.linalg.solve(system, a.transpose(-1, -2).unsqueeze(-1))  # (*B, D_out, G, 1)
+    target = (coupling @ beta)[..., 0].transpose(-1, -2)  # (*B, G, D_out)
+    beta = beta[..., 0].transpose(-1, -2)
     tau = rho_b * out_mean + den * beta
-    return NatGaussian(tau.unsqueeze(-2), m_back.rho), beta
+    return NatGaussian(tau.unsqueeze(-2), m_back.rho), target.unsqueeze(-2)
 
 
 def _scale_mean_shift(delta: NatGaussian, mean: Tensor, factor: Tensor) -> NatGaussian:
@@ -198,9 +195,8 @@ class WeightLayer:
         self.total_w = self._uniform(prior_w.shape)
         self.total_b = self._uniform(prior_b.shape)
         self.msg_w: NatGaussian | None = None  # (*lead, sites, *w_shape)
-        self.msg_b: NatGaussian | None = None  # (*lead, examples, D_out)
+        self.msg_b: NatGaussian | None = None  # (*lead, sites, D_out)
         self.m_toin: NatGaussian | None = None  # (*lead, examples, *in_shape), hidden layers
-        self.innovations: Tensor | None = None  # (*lead, examples, D_out), scaled schedule
         self._keep_messages = False
         self._own_messages_zero = True
         self.scaled = False  # combine a group's messages with the scaled schedule's step
@@ -245,16 +241,12 @@ class WeightLayer:
         self.msg_w = self.msg_b = None
         w_shape, b_shape = self.prior_w.shape[self.ex :], self.prior_b.shape[self.ex :]
         if self._keep_messages:
-            sites = batch_size if self.first else num_groups
-            self.msg_w = self._uniform((*self.lead, sites, *w_shape))
-            self.msg_b = self._uniform((*self.lead, batch_size, *b_shape))
+            w_sites = num_groups if self.scaled or not self.first else batch_size
+            b_sites = num_groups if self.scaled else batch_size
+            self.msg_w = self._uniform((*self.lead, w_sites, *w_shape))
+            self.msg_b = self._uniform((*self.lead, b_sites, *b_shape))
         if not self.first:
             self.m_toin = self._uniform((*self.lead, batch_size, *self.in_shape))
-        if self.scaled and not self.is_conv:
-            d_out = self.prior_b.shape[-1]
-            self.innovations = torch.zeros(
-                (*self.lead, batch_size, d_out), dtype=self.dtype, device=self.device
-            )
 
     def end_iteration(self) -> None:
         """Recompute the marginals exactly as cavity × product of this visit's messages."""
@@ -271,15 +263,33 @@ class WeightLayer:
 
     # -------------------------------------------------------------------------- messages
     def _distributions(self, group: Group) -> tuple[NatGaussian, NatGaussian]:
-        """Weight and bias distributions of the group's examples, ``(*lead, 1 or G, ...)``."""
-        weights = NatGaussian(self.q_w.tau.unsqueeze(self.ex), self.q_w.rho.unsqueeze(self.ex))
-        bias = NatGaussian(self.q_b.tau.unsqueeze(self.ex), self.q_b.rho.unsqueeze(self.ex))
+        """Weight and bias distributions of the group's examples, ``(*lead, 1 or G, ...)``.
+
+        Reference rule: the first layer uses each example's cavity (the marginal without the
+        example's own message), hidden layers the full weight marginal, every layer the bias
+        cavity. Group sites (``scaled``): every layer uses the group's cavity, the marginal
+        without the group's own messages.
+        """
+        ex = self.ex
         if self._own_messages_zero or self.msg_b is None:
-            return weights, bias
-        bias = bias.div(self.msg_b.take(self.ex, group.idx))  # per-example cavities
+            return self.q_w.unsqueeze(ex), self.q_b.unsqueeze(ex)
+        if self.scaled:
+            return self._group_cavity(group)
+        bias = self.q_b.unsqueeze(ex).div(self.msg_b.take(ex, group.idx))
+        weights = self.q_w.unsqueeze(ex)
         if self.first:
-            weights = weights.div(self.msg_w.take(self.ex, group.idx))
-        return weights, bias  # hidden layers use the full weight marginal
+            weights = weights.div(self.msg_w.take(ex, group.idx))
+        return weights, bias
+
+    def _group_cavity(self, group: Group) -> tuple[NatGaussian, NatGaussian]:
+        """The marginals without the group's messages, ``(*lead, 1, ...)``."""
+        site = torch.tensor([group.index], device=self.device)
+        if self._own_messages_zero or self.msg_w is None:
+            return self.q_w.unsqueeze(self.ex), self.q_b.unsqueeze(self.ex)
+        return (
+            self.q_w.unsqueeze(self.ex).div(self.msg_w.take(self.ex, site)),
+            self.q_b.unsqueeze(self.ex).div(self.msg_b.take(self.ex, site)),
+        )
 
     def forward(self, m_in: Message, group: Group) -> NatGaussian:
         """Forward messages of the pre-activations of the examples of ``group``.
@@ -333,138 +343,160 @@ class WeightLayer:
             raise RuntimeError("backward must follow the forward pass of the same examples")
         fwd = self._cache[1]
         self._cache = None
-        factor = conv2d if self.is_conv else linear
         if not self.is_conv:
-            m_back = NatGaussian(m_back.tau.unsqueeze(-2), m_back.rho.unsqueeze(-2))
-        keep = self.msg_w is not None
-        scaled = self.scaled and group.idx.numel() > 1
-        if scaled and not self.is_conv:  # fully connected: correct the innovations instead
-            previous = self.innovations.index_select(self.ex, group.idx)
-            m_back, used = joint_innovations(fwd, m_back, previous)
-            self.innovations.index_copy_(self.ex, group.idx, used)
-            scaled = False
-        new_b = factor.to_bias(fwd, m_back, reduce_examples=not (scaled or keep))
-        fast = None
-        if self.fast and not self.is_conv and not (self.first and keep):
-            fast = linear.group_backward(
-                fwd,
-                m_back,
-                to_input=not self.first,
-                own_shift=scaled,
-                max_terms=SERIES_TERMS_PER_EXAMPLE * group.idx.numel(),
-            )
-        if fast is not None:
-            new_w = NatGaussian(
-                fast.to_weight.tau.unsqueeze(self.ex), fast.to_weight.rho.unsqueeze(self.ex)
-            )
-            w_shift = None if fast.own_shift is None else fast.own_shift.unsqueeze(-2)
-            m_x = fast.to_input
+            m_back = m_back.unsqueeze(-2)  # one position
+        if self.scaled and group.idx.numel() > 1:
+            m_x = self._update_group(fwd, m_back, group)
         else:
-            m_terms = factor.term_messages(fwd, m_back)
-            new_w = factor.to_weight(
-                fwd, m_terms, reduce_examples=not (scaled or keep and self.first)
-            )
-            w_shift = None
-            if scaled:  # per-example shifts from the per-example messages
-                q = self.q_w
-                own = (q.tau.unsqueeze(self.ex) + new_w.tau) / (
-                    q.rho.unsqueeze(self.ex) + new_w.rho
-                )
-                w_shift = self._x_mean(fwd) @ (own - q.mean.unsqueeze(self.ex))
-            m_x = None if self.first else factor.to_input(fwd, m_terms)
-            if m_x is not None and not self.is_conv:
-                m_x = m_x[..., 0, :]
-        scale = self._scale_factors(fwd, new_w, w_shift, new_b) if scaled else None
-        self._absorb(group, new_w, new_b, scale)
+            m_x = self._update_reference(fwd, m_back, group)
         if self.first:
             return None
+        if not self.is_conv:
+            m_x = m_x.take(-2, 0)
         m_x = m_x.floor_precision()
         self.m_toin.put_(self.ex, group.idx, m_x)
         return m_x
 
-    def _x_mean(self, fwd: linear.LinearForward | conv2d.ConvForward) -> Tensor:
-        return (fwd.linear if self.is_conv else fwd).x_mean
+    def _messages(
+        self,
+        fwd: linear.LinearForward | conv2d.ConvForward,
+        m_back: NatGaussian,
+        *,
+        per_example: bool,
+    ) -> tuple[NatGaussian, NatGaussian | None]:
+        """New weight messages (per example or their product over the group) and input messages.
 
-    def _absorb(
-        self, group: Group, new_w: NatGaussian, new_b: NatGaussian, scale: Tensor | None
-    ) -> None:
-        """Replace the group's messages by the new ones in the marginals and the visit's total.
-
-        Args:
-            group: The examples.
-            new_w: New weight messages, per example ``(*lead, G, ...)`` or already multiplied
-                over the group ``(*lead, 1, ...)``.
-            new_b: New bias messages, likewise.
-            scale: Factors ``a`` of the scaled schedule, ``(*lead, 1, D_out)``, or ``None``.
+        Fully connected layers use the series evaluation when it is cheaper and the messages
+        are wanted as a product over the group.
         """
         ex = self.ex
-        group_site = torch.tensor([group.index], device=group.idx.device)
-        w_factor = None if scale is None else scale.unsqueeze(-2)
-        for new, q, total, store, sites, factor in (
-            (
-                new_w,
-                self.q_w,
-                self.total_w,
-                self.msg_w,
-                group.idx if self.first else group_site,
-                w_factor,
-            ),
-            (new_b, self.q_b, self.total_b, self.msg_b, group.idx, scale),
+        if self.fast and not self.is_conv and not per_example:
+            fast = linear.group_backward(fwd, m_back, with_input=not self.first)
+            if fast is not None:
+                m_x = None if fast.to_input is None else fast.to_input.unsqueeze(-2)
+                return fast.to_weight.unsqueeze(ex), m_x
+        factor = conv2d if self.is_conv else linear
+        m_terms = factor.term_messages(fwd, m_back)
+        new_w = factor.to_weight(fwd, m_terms, reduce_examples=not per_example)
+        return new_w, None if self.first else factor.to_input(fwd, m_terms)
+
+    def _update_reference(
+        self, fwd: linear.LinearForward | conv2d.ConvForward, m_back: NatGaussian, group: Group
+    ) -> NatGaussian | None:
+        """Absorb the group's messages as the reference does (sum of the examples' messages).
+
+        With several sweeps per visit the first layer keeps each example's weight message, hidden
+        layers the product of each group's (the groups are the same in every sweep), and every
+        layer each example's bias message; a new message replaces the old one in the marginal.
+        """
+        ex = self.ex
+        keep = self.msg_w is not None
+        factor = conv2d if self.is_conv else linear
+        new_w, m_x = self._messages(fwd, m_back, per_example=keep and self.first)
+        new_b = factor.to_bias(fwd, m_back, reduce_examples=not keep)
+        w_sites = group.idx if self.first else torch.tensor([group.index], device=self.device)
+        for new, q, total, store, sites in (
+            (new_w, self.q_w, self.total_w, self.msg_w, w_sites),
+            (new_b, self.q_b, self.total_b, self.msg_b, group.idx),
         ):
-            if store is not None and new.shape[ex] != sites.numel():
-                new = NatGaussian(new.tau.sum(ex, keepdim=True), new.rho.sum(ex, keepdim=True))
-            old = None if store is None or self._own_messages_zero else store.take(ex, sites)
-            delta = new if old is None else new.div(old)
-            if factor is not None:
-                delta = _scale_mean_shift(delta, q.mean.unsqueeze(ex), factor)
+            delta = new
             if store is not None:
-                store.put_(ex, sites, delta if old is None else old.mul(delta))
+                if new.shape[ex] != sites.numel():
+                    new = new.sum(ex, keepdim=True)
+                delta = new if self._own_messages_zero else new.div(store.take(ex, sites))
+                store.put_(ex, sites, new)
             change = delta.sum(ex)
             q.add_(change)
             total.add_(change)
+        return m_x
+
+    def _update_group(
+        self, fwd: linear.LinearForward | conv2d.ConvForward, m_back: NatGaussian, group: Group
+    ) -> NatGaussian | None:
+        """Absorb a group's messages as one site (``scaled`` schedule).
+
+        The group's messages were computed against its cavity (the marginals without the group's
+        previous messages) and are combined so that they do not overshoot: fully connected
+        layers use the innovations of the joint update (:func:`joint_innovations`),
+        convolutions a least-squares step per output unit (:func:`least_squares_scale`). The
+        product of the group's new messages then replaces its old one.
+        """
+        ex = self.ex
+        factor = conv2d if self.is_conv else linear
+        cavity_w, cavity_b = self._group_cavity(group)
+        if not self.is_conv:
+            m_back, target = joint_innovations(fwd, m_back)
+            new_w, m_x = self._messages(fwd, m_back, per_example=False)
+            new_w = new_w.sum(ex, keepdim=True)
+            new_b = factor.to_bias(fwd, m_back, reduce_examples=True)
+            # calibrate: the absorbed update's shift of the pre-activations against the joint one
+            shift_w = cavity_w.mul(new_w).mean - cavity_w.mean
+            shift_b = cavity_b.mul(new_b).mean - cavity_b.mean
+            achieved = fwd.x_mean @ shift_w + shift_b.unsqueeze(-2)
+            scale = least_squares_scale(target, achieved, ex, upper=CALIBRATION_LIMIT)
+            new_w = _scale_mean_shift(new_w, cavity_w.mean, scale.unsqueeze(-2))
+            new_b = _scale_mean_shift(new_b, cavity_b.mean, scale)
+        else:
+            new_w, m_x = self._messages(fwd, m_back, per_example=True)
+            new_b = factor.to_bias(fwd, m_back, reduce_examples=False)
+            scale = self._scale_factors(fwd, cavity_w, cavity_b, new_w, new_b)
+            new_w = _scale_mean_shift(new_w, cavity_w.mean, scale.unsqueeze(-2))
+            new_b = _scale_mean_shift(new_b, cavity_b.mean, scale)
+            new_w, new_b = new_w.sum(ex, keepdim=True), new_b.sum(ex, keepdim=True)
+        site = torch.tensor([group.index], device=self.device)
+        for new, cavity, name, total, store in (
+            (new_w, cavity_w, "q_w", self.total_w, self.msg_w),
+            (new_b, cavity_b, "q_b", self.total_b, self.msg_b),
+        ):
+            old = getattr(self, name)
+            updated = cavity.mul(new).take(ex, 0)
+            total.add_(updated.div(old))
+            setattr(self, name, updated)
+            if store is not None:
+                store.put_(ex, site, new)
+        return m_x
 
     def _scale_factors(
         self,
-        fwd: linear.LinearForward | conv2d.ConvForward,
+        fwd: conv2d.ConvForward,
+        cavity_w: NatGaussian,
+        cavity_b: NatGaussian,
         new_w: NatGaussian,
-        w_shift: Tensor,
         new_b: NatGaussian,
     ) -> Tensor:
-        """Per-unit step factors of the ``scaled`` schedule for a group's new messages.
+        """Per-unit step factors of a group's convolution messages (``scaled`` schedule).
 
-        All examples of a group compute their messages against the same marginal ``q``.
-        Absorbed together, each example's update assumes that it alone explains its residual,
-        and the updates add up along the directions the examples share: the plain sum
-        overshoots by about the largest eigenvalue of the examples' (variance-weighted) input
-        Gram matrix. Every output unit ``j`` therefore gets one factor ``a_j ∈ [0, 1]`` on the
-        mean part of its messages: the least-squares fit of the shift that the group's messages
-        together cause in the examples' pre-activations, ``δ_tot``, to the sum of the shifts
-        each example's message causes alone, ``δ_own`` (both relative to ``q``):
-
-            a_j = Σ_{n,p} δ_own[n,p,j] δ_tot[n,p,j] / Σ_{n,p} δ_tot[n,p,j]².
-
-        Orthogonal examples get ``a_j = 1`` (the plain sum); ``g`` identical examples get
-        ``1/g``. See :func:`_scale_mean_shift` for how the factor is applied.
+        All examples of a group compute their messages against the same cavity. Absorbed
+        together, each example's update assumes that it alone explains its residual, and the
+        updates add up along the directions the examples share. Every output channel ``j``
+        therefore gets one factor ``a_j ∈ [0, 1]`` on the mean part of its messages: the
+        least-squares fit of the shift that the group's messages together cause in the examples'
+        pre-activations, ``δ_tot``, to the sum of the shifts each example's message causes alone,
+        ``δ_own`` (both relative to the cavity). Orthogonal examples get ``a_j = 1`` (the plain
+        sum); ``g`` identical examples get ``1/g``.
 
         Args:
             fwd: Forward pass of the group.
-            new_w: Weight messages, per example ``(*lead, G, ...)`` or their product
-                ``(*lead, 1, ...)``.
-            w_shift: Each example's own pre-activation shift from its weight message,
-                ``(*lead, G, P, D_out)``.
-            new_b: Per-example bias messages, ``(*lead, G, D_out)``.
+            cavity_w: Weight cavity of the group, ``(*lead, 1, J, C_out)``.
+            cavity_b: Bias cavity, ``(*lead, 1, C_out)``.
+            new_w: Per-example weight messages, ``(*lead, G, J, C_out)``.
+            new_b: Per-example bias messages, ``(*lead, G, C_out)``.
 
         Returns:
-            The factors, ``(*lead, 1, D_out)``.
+            The factors, ``(*lead, 1, C_out)``.
         """
         ex = self.ex
-        q_w, q_b = self.q_w, self.q_b
-        own_b = (q_b.tau.unsqueeze(ex) + new_b.tau) / (q_b.rho.unsqueeze(ex) + new_b.rho)
-        d_own = w_shift + (own_b - q_b.mean.unsqueeze(ex)).unsqueeze(-2)  # (*lead, G, P, D_out)
-        total_w, total_b = new_w.sum(ex), new_b.sum(ex)
-        tot_w = (q_w.tau + total_w.tau) / (q_w.rho + total_w.rho) - q_w.mean
-        tot_b = (q_b.tau + total_b.tau) / (q_b.rho + total_b.rho) - q_b.mean
-        d_tot = self._x_mean(fwd) @ tot_w.unsqueeze(ex) + tot_b.unsqueeze(ex).unsqueeze(-2)
+
+        def shifts(cavity: NatGaussian, new: NatGaussian) -> tuple[Tensor, Tensor]:
+            own = cavity.mul(new).mean - cavity.mean
+            total = cavity.mul(new.sum(ex, keepdim=True)).mean - cavity.mean
+            return own, total
+
+        own_w, tot_w = shifts(cavity_w, new_w)
+        own_b, tot_b = shifts(cavity_b, new_b)
+        x = fwd.linear.x_mean  # (*B, P, J)
+        d_own = x @ own_w + own_b.unsqueeze(-2)  # (*lead, G, P, C_out)
+        d_tot = x @ tot_w + tot_b.unsqueeze(-2)
         return least_squares_scale(d_own, d_tot, ex)
 
     def predict(self, m_in: Message) -> NatGaussian:

@@ -53,8 +53,8 @@ EMA_FLOOR = 0.9
 EMA_DECAY = 0.3
 """Rate at which the EMA weight decays from 1 (epoch 1) to :data:`EMA_FLOOR`."""
 
-DEFAULT_GROUP_SIZE = 8
-"""Examples per group of the ``grouped`` schedule (see :class:`Schedule`)."""
+DEFAULT_GROUP_SIZE = 16
+"""Examples per group of the grouped schedules (see :class:`Schedule`)."""
 
 CHECKPOINT_VERSION = 1
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from problems import linear_regression_data, shifted_correlated_regression
 
 from amp import specs
 from amp.data import make_sine, sine_function
@@ -10,14 +11,6 @@ from amp.network import Network
 from amp.trainer import DivergenceError, Trainer, default_iterations, ema_beta
 
 F64 = torch.float64
-
-
-def linear_regression_data(n=40, d=3, noise_var=0.09, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g, dtype=F64) + torch.linspace(-1.0, 2.0, d, dtype=F64)
-    w = torch.linspace(1.0, -2.0, d, dtype=F64)
-    y = x @ w + 0.7 + math.sqrt(noise_var) * torch.randn(n, generator=g, dtype=F64)
-    return x, y[:, None]
 
 
 def exact_posterior(net, x, y, noise_var):
@@ -30,17 +23,6 @@ def exact_posterior(net, x, y, noise_var):
     cov = torch.linalg.inv(precision)
     mean = cov @ (prior_mean / prior_var + design.T @ y[:, 0] / noise_var)
     return mean, cov
-
-
-def shifted_correlated_regression(n=600, d=10, seed=0):
-    """Inputs with a strong common component and shifted means (Jacobi's worst case)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g, dtype=F64) + 2.0 * torch.randn(n, 1, generator=g, dtype=F64)
-    x = x + torch.linspace(1, 5, d, dtype=F64)
-    w = torch.randn(d, generator=g, dtype=F64)
-    y = (x @ w + 1.0 + 0.5 * torch.randn(n, generator=g, dtype=F64))[:, None]
-    x = (x - x[:500].mean()) / x[:500].std()  # one global scalar, as the reference does
-    return x[:500], y[:500], x[500:], y[500:]
 
 
 def rmse(net, x, y):

@@ -198,9 +198,6 @@ def predict(x_mean: Tensor, x_var: Tensor | None, w: NatGaussian, b: NatGaussian
 SERIES_MAX_RATIO = 0.5
 """The series path is used only when every ratio ``r = ρ_b V / (1 + ρ_b σ²_s)`` is below this."""
 
-SERIES_MAX_ORDER = 16
-"""Largest order of the series; beyond it the exact elementwise path is cheaper."""
-
 SERIES_TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-7, torch.float16: 1e-3}
 """Relative truncation error allowed per dtype (the bound ``U^(K+1) / (1 − U)``)."""
 
@@ -213,26 +210,35 @@ class GroupMessages:
         to_weight: Product over the group's examples of the messages to the weights,
             ``(*lead, D_in, D_out)``.
         to_input: Messages to the inputs, ``(*B, D_in)`` (hidden layers), or ``None``.
-        own_shift: ``δ_own[n, j] = Σ_i E[x_ni] Δμ_n,ij``: the shift of unit ``j``'s
-            pre-activation that example ``n``'s weight message alone causes when multiplied
-            into the weight marginal, ``(*B, D_out)``; ``None`` unless asked for.
         order: Order ``K`` of the truncated series that was used.
     """
 
     to_weight: NatGaussian
     to_input: NatGaussian | None
-    own_shift: Tensor | None
     order: int
+
+
+def _series_order(u: float, tol: float) -> int:
+    """Smallest ``K`` with ``u^(K+1) / (1 − u) ≤ tol``."""
+    if u <= 0.0:
+        return 0
+    return max(0, math.ceil(math.log(tol * (1 - u)) / math.log(u)) - 1)
+
+
+SERIES_ORDER = {torch.float64: 5, torch.float32: 3, torch.float16: 2}
+"""Target order of the series per dtype: input rows whose ratio bound would need more are
+evaluated exactly (elementwise) instead."""
+
+SERIES_EXACT_ROWS = 0.25
+"""Above this fraction of exactly evaluated input rows, the whole layer is evaluated exactly."""
 
 
 def group_backward(
     fwd: LinearForward,
     m_back: NatGaussian,
     *,
-    to_input: bool,
-    own_shift: bool = False,
+    with_input: bool,
     tolerance: float | None = None,
-    max_terms: int | None = None,
 ) -> GroupMessages | None:
     """Backward messages of a group of examples by matrix products, without per-term tensors.
 
@@ -244,95 +250,189 @@ def group_backward(
     where ``V = Var(x_i W_ij) = Var(x_i) E[W_ij²] + E[x_i]² Var(W_ij)`` is a sum of two
     separable terms. Expanding ``1/(1 − r) = Σ_k r^k`` turns every sum over examples (messages
     to the weights) and over output units (messages to the inputs) into matrix products of
-    monomials; the series is truncated at the order ``K`` where the bound ``U^(K+1)/(1 − U)``
-    on the relative error (``U ≥ max r``) drops below ``tolerance``. Applies to fully connected
+    monomials ``Var(x)^m (E[x]²)^j`` and ``E[W²]^m Var(W)^j`` (``m + j = k``). The series is
+    truncated at the order ``K`` where the bound ``U^(K+1)/(1 − U)`` on the relative error
+    (``U ≥ r``) drops below ``tolerance``. A bound per input row, ``U_i = max_n max_j c_nj ·
+    (Var(x_ni) max_j E[W_ij²] + E[x_ni]² max_j Var(W_ij))``, sends the few rows whose ratio is
+    large (an input with a large second moment) to the exact elementwise evaluation, so that
+    the other rows need only a low order (:data:`SERIES_ORDER`). Applies to fully connected
     layers whose weights are shared by the group (``w`` of shape ``(*lead, 1, D_in, D_out)``).
 
     Args:
         fwd: Forward pass with one position (``P = 1``).
-        m_back: Messages arriving at the sums, ``(*B, 1, D_out)``.
-        to_input: Also compute the messages to the inputs (hidden layers).
-        own_shift: Also compute each example's own pre-activation shift (scaled schedule).
+        m_back: Messages arriving at the sums, ``(*B, G, 1, D_out)``.
+        with_input: Also compute the messages to the inputs (hidden layers).
         tolerance: Allowed relative truncation error; default per dtype.
-        max_terms: Give up (return ``None``) when the series needs more monomials than this:
-            each costs a few passes over the weights, while the elementwise path costs a few
-            passes over the group's per-term tensor (about ``4 G`` monomials' worth).
 
     Returns:
-        The messages, or ``None`` when the series does not converge fast enough (then use the
-        elementwise path).
+        The messages, or ``None`` when too many rows would need the exact evaluation (then
+        evaluate the whole layer elementwise).
     """
     if fwd.x_mean.shape[-2] != 1 or fwd.w_mean.dim() < 3 or fwd.w_mean.shape[-3] != 1:
         return None
     dtype = fwd.w_mean.dtype
     tol = tolerance if tolerance is not None else SERIES_TOLERANCE[dtype]
-    x = fwd.x_mean[..., 0, :]  # (*B, G, D_in); the example axis is the second to last
+    x = fwd.x_mean[..., 0, :]  # (*B, G, D_in)
     xv = None if fwd.x_var is None else fwd.x_var[..., 0, :]
     mu, wv = fwd.w_mean.squeeze(-3), fwd.w_var.squeeze(-3)  # (*lead, D_in, D_out)
     rho_b, tau_b = m_back.rho[..., 0, :], m_back.tau[..., 0, :]  # (*B, G, D_out)
     den = 1.0 + rho_b * fwd.out_var[..., 0, :]
     c = rho_b / den
     a = (tau_b - rho_b * fwd.out_mean[..., 0, :]) / den
-    x2 = x * x
     ew2 = wv + mu * mu
 
-    # bound on r = c (xv·E[w²] + x²·var(w)) and the order of the series
-    bound = x2.amax(-1) * (c * wv.amax(-2).unsqueeze(-2)).amax(-1)
+    # bound per input row of r = c (Var(x) E[w²] + E[x]² Var(w))
+    c_max = c.amax(-1, keepdim=True)  # (*B, G, 1)
+    bound = x * x * c_max * wv.amax(-1).unsqueeze(-2)
     if xv is not None:
-        bound = bound + xv.amax(-1) * (c * ew2.amax(-2).unsqueeze(-2)).amax(-1)
-    u = float(bound.max()) if bound.numel() else 0.0
-    if not math.isfinite(u) or u >= SERIES_MAX_RATIO:
+        bound = bound + xv * c_max * ew2.amax(-1).unsqueeze(-2)
+    d_in = x.shape[-1]
+    row_bound = bound.reshape(-1, d_in).amax(0)
+    if not bool(torch.isfinite(row_bound).all()):
         return None
-    order = 0 if u == 0.0 else max(0, math.ceil(math.log(tol * (1 - u)) / math.log(u)) - 1)
-    terms = order + 1 if xv is None else (order + 1) * (order + 2) // 2
-    if order > SERIES_MAX_ORDER or (max_terms is not None and terms > max_terms):
+    limit = min(SERIES_MAX_RATIO, tol ** (1.0 / (SERIES_ORDER[dtype] + 1)))
+    exact = row_bound > limit
+    n_exact = int(exact.sum())
+    if n_exact > SERIES_EXACT_ROWS * d_in:
         return None
+    rows = torch.nonzero(~exact)[:, 0]
+    u = float(row_bound[rows].max()) if rows.numel() else 0.0
+    order = _series_order(u, tol)
+
+    def take_rows(t: Tensor | None, axis: int, index: Tensor) -> Tensor | None:
+        return None if t is None else t.index_select(axis, index)
+
+    tau_w = torch.zeros_like(mu)
+    rho_w = torch.zeros_like(mu)
+    m_x = None
+    if with_input:
+        shape = (*torch.broadcast_shapes(x.shape[:-1], c.shape[:-1]), d_in)
+        m_x = NatGaussian(x.new_zeros(shape), x.new_zeros(shape))
+    if rows.numel():
+        series = _series(
+            take_rows(x, -1, rows),
+            take_rows(xv, -1, rows),
+            take_rows(mu, -2, rows),
+            take_rows(wv, -2, rows),
+            c,
+            a,
+            order,
+            with_input,
+        )
+        tau_w.index_copy_(-2, rows, series[0].tau)
+        rho_w.index_copy_(-2, rows, series[0].rho)
+        if with_input:
+            m_x.put_(-1, rows, series[1])
+    if n_exact:
+        idx = torch.nonzero(exact)[:, 0]
+        part = LinearForward(
+            take_rows(fwd.x_mean, -1, idx),
+            take_rows(fwd.x_var, -1, idx),
+            take_rows(fwd.w_mean, -2, idx),
+            take_rows(fwd.w_var, -2, idx),
+            fwd.b_mean,
+            fwd.b_var,
+            fwd.out_mean,
+            fwd.out_var,
+        )
+        terms = term_messages(part, m_back)
+        w_part = to_weight(part, terms, reduce_examples=True).take(-3, 0)
+        tau_w.index_copy_(-2, idx, w_part.tau)
+        rho_w.index_copy_(-2, idx, w_part.rho)
+        if with_input:
+            m_x.put_(-1, idx, to_input(part, terms).take(-2, 0))
+    result = GroupMessages(NatGaussian(tau_w, rho_w), m_x, order)
+    if not result.to_weight.is_finite() or (m_x is not None and not m_x.is_finite()):
+        return None
+    return result
+
+
+def _series(
+    x: Tensor,
+    xv: Tensor | None,
+    mu: Tensor,
+    wv: Tensor,
+    c: Tensor,
+    a: Tensor,
+    order: int,
+    with_input: bool,
+) -> tuple[NatGaussian, NatGaussian | None]:
+    """The truncated series of :func:`group_backward` for the given input rows.
+
+    Args:
+        x: Input means ``(*B, G, R)`` of the rows.
+        xv: Input variances ``(*B, G, R)``, or ``None`` for a deterministic input.
+        mu: Weight means of the rows ``(*lead, R, D_out)``.
+        wv: Weight variances of the rows.
+        c: ``ρ_b / (1 + ρ_b σ²_s)``, ``(*B, G, D_out)``.
+        a: ``(τ_b − ρ_b μ_s) / (1 + ρ_b σ²_s)``, same shape.
+        order: Order ``K``.
+        with_input: Also return the messages to the inputs.
+
+    Returns:
+        Product over the group of the messages to the rows' weights ``(*lead, R, D_out)``, and
+        the messages to the rows' inputs ``(*B, G, R)`` or ``None``.
+    """
 
     def t(m: Tensor) -> Tensor:
         return m.transpose(-1, -2)
 
-    rho_w = torch.zeros_like(mu)
-    tau_w = torch.zeros_like(mu)
-    rho_x = tau_x = None
-    if to_input:
-        rho_x = (
-            torch.zeros_like(x2 if xv is None else xv).expand(*c.shape[:-1], x.shape[-1]).clone()
-        )
-        tau_x = torch.zeros_like(rho_x)
+    x2 = x * x
+    ew2 = wv + mu * mu
+    degrees = 1 if xv is None else order + 1  # powers m of Var(x) that occur
+    c_pow = [torch.ones_like(c)]
+    for _ in range(order + 1):
+        c_pow.append(c_pow[-1] * c)  # c^0 … c^(K+1)
+    x2_pow = [torch.ones_like(x2)]
+    for _ in range(order):
+        x2_pow.append(x2_pow[-1] * x2)
+    xv_pow = [None if xv is None else torch.ones_like(xv)]
+    for _ in range(degrees - 1):
+        xv_pow.append(xv_pow[-1] * xv)
     ex2 = x2 if xv is None else xv + x2
-    c_pow = torch.ones_like(c)  # c^k
+
+    def x_mono(m: int, j: int) -> Tensor:
+        return x2_pow[j] if m == 0 else xv_pow[m] * x2_pow[j]
+
+    # messages to the weights: Σ_{m,j} C(m+j, m) E[W²]^m Var(W)^j ⊙ (sums over examples),
+    # accumulated by Horner's rule in Var(W) (inner) and E[W²] (outer)
+    acc = None
+    for m in reversed(range(degrees)):
+        inner = None
+        for j in reversed(range(order - m + 1)):
+            k, mono = m + j, x_mono(m, j)
+            coef = float(math.comb(k, m))
+            parts = (
+                t(ex2 * mono) @ c_pow[k + 1],  # ρ
+                t(x * mono) @ (a * c_pow[k]),  # τ, innovation part
+                t(x2 * mono) @ c_pow[k + 1],  # τ, part multiplied by μ
+            )
+            if inner is None:
+                inner = [p * coef for p in parts]
+            else:
+                inner = [i.mul_(wv).add_(p, alpha=coef) for i, p in zip(inner, parts, strict=True)]
+        acc = (
+            inner
+            if acc is None
+            else [a_.mul_(ew2).add_(i) for a_, i in zip(acc, inner, strict=True)]
+        )
+    to_weight = NatGaussian(acc[1] + mu * acc[2], acc[0])
+
+    # messages to the inputs: Σ_{m,j} C(m+j, m) Var(x)^m (E[x]²)^j ⊙ (sums over units)
+    if not with_input:
+        return to_weight, None
+    rho_x = tau_x = None
+    w_mono = {(0, 0): torch.ones_like(wv)}  # E[W²]^m Var(W)^j
     for k in range(order + 1):
-        c_next = c_pow * c  # c^(k+1)
-        ac = a * c_pow
-        for m in range(k + 1) if xv is not None else (0,):
-            coef = math.comb(k, m)
-            a_mono = x2 ** (k - m) if m == 0 else xv**m * x2 ** (k - m)  # (*B, G, D_in)
-            b_mono = wv ** (k - m) if m == 0 else ew2**m * wv ** (k - m)  # (*lead, D_in, D_out)
-            rho_w = rho_w + coef * b_mono * (t(ex2 * a_mono) @ c_next)
-            tau_w = tau_w + coef * b_mono * (t(x * a_mono) @ ac + mu * (t(x2 * a_mono) @ c_next))
-            if to_input:
-                rho_x = rho_x + coef * a_mono * (c_next @ t(ew2 * b_mono))
-                tau_x = tau_x + coef * a_mono * (
-                    ac @ t(mu * b_mono) + x * (c_next @ t(mu * mu * b_mono))
-                )
-        c_pow = c_next
-    shift = None
-    if own_shift:
-        if xv is None:
-            shift = a * (x2 @ wv)
-        else:
-            shift = torch.zeros_like(c)
-            c_pow = torch.ones_like(c)
-            for k in range(order + 1):
-                term = a * ((x2 * xv**k) @ (wv * mu ** (2 * k)))
-                term = term - c * ((x * xv ** (k + 1)) @ (wv * mu ** (2 * k + 1)))
-                shift = shift + c_pow * term
-                c_pow = c_pow * c
-    result = GroupMessages(
-        NatGaussian(tau_w, rho_w),
-        None if rho_x is None else NatGaussian(tau_x, rho_x),
-        shift,
-        order,
-    )
-    finite = result.to_weight.is_finite() and (rho_x is None or result.to_input.is_finite())
-    return result if finite else None
+        for m in range(k + 1):
+            j = k - m
+            if (m, j) not in w_mono:
+                w_mono[m, j] = w_mono[m - 1, j] * ew2 if m else w_mono[0, j - 1] * wv
+            base = w_mono[m, j]
+            ew2_mono = base * ew2
+            coef = float(math.comb(k, m)) * x_mono(m, j)
+            r_part = c_pow[k + 1] @ t(ew2_mono)
+            t_part = (a * c_pow[k]) @ t(mu * base) + x * (c_pow[k + 1] @ t(ew2_mono - wv * base))
+            rho_x = coef * r_part if rho_x is None else rho_x.add_(coef * r_part)
+            tau_x = coef * t_part if tau_x is None else tau_x.add_(coef * t_part)
+    return to_weight, NatGaussian(tau_x, rho_x)
