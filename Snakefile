@@ -27,6 +27,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/coverage.smk"
 
 
 # Cheap bookkeeping and plotting jobs run on the submitting machine under a cluster executor.

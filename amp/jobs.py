@@ -32,6 +32,7 @@ from amp.io import write_json
 __all__ = [
     "DTYPES",
     "describe_inputs",
+    "train_coverage_method",
     "finish_state",
     "load_inputs",
     "resumable_state",
@@ -169,7 +170,9 @@ def resumable_state(directory: str | os.PathLike, identity: dict[str, Any]) -> P
     """Checkpoint path of a run, discarding a checkpoint that belongs to a different run.
 
     The identity (configuration, data sizes, ...) is stored beside the checkpoint; when it
-    differs from ``identity`` the directory is emptied, so the run starts afresh.
+    differs from ``identity``, or cannot be read, the directory is emptied (and a warning
+    logged), so the run starts afresh. The checkpoint itself is not read here: a damaged one
+    makes the trainer raise :class:`amp.io.CorruptFileError` naming its path.
 
     Args:
         directory: A directory for this run's training state (not a declared rule output).
@@ -184,9 +187,13 @@ def resumable_state(directory: str | os.PathLike, identity: dict[str, Any]) -> P
     if directory.exists():
         try:
             same = json.loads(stored.read_text()) == wanted
-        except (OSError, ValueError):
-            same = False
+            reason = "it belongs to another configuration"
+        except (OSError, ValueError) as err:
+            same, reason = False, f"its identity file is unreadable ({type(err).__name__})"
         if not same:
+            logging.getLogger(__name__).warning(
+                "discarding the training state in %s: %s; the run starts afresh", directory, reason
+            )
             shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_json(stored, wanted)
@@ -209,3 +216,47 @@ def finish_state(checkpoint: str | os.PathLike, model_path: str | os.PathLike) -
     Path(model_path).parent.mkdir(parents=True, exist_ok=True)
     os.replace(checkpoint, model_path)
     shutil.rmtree(checkpoint.parent, ignore_errors=True)
+
+
+def train_coverage_method(
+    method: str, variant: str, study: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Train the coverage study's networks of one method (``mp``, ``adamw`` or ``ivon``).
+
+    Args:
+        method: The method.
+        variant: ``"initialisation"`` or ``"data"``.
+        study: The ``coverage`` section of the configuration.
+
+    Returns:
+        The study arrays (data, grid, truth) and ``{name: {"mean", "var"}}`` per predictive
+        (AdamW also yields its deep ensembles).
+    """
+    from amp import coverage
+    from baselines.coverage import train_coverage_baseline
+
+    config = coverage.StudyConfig(
+        networks=study["networks"],
+        iterations=study["iterations"],
+        variant=variant,
+        schedule=study["schedule"],
+        group_size=study["group_size"],
+        init_seed=study["seed"],
+        dtype=study["dtype"],
+    )
+    if method == "mp":
+        arrays = coverage.train_mp(config)
+        predictive = {"mean": arrays.pop("mean"), "var": arrays.pop("var")}
+        return arrays, {"mp": predictive}
+    x, y = coverage.study_data(config)
+    grid = coverage.grid_for(x)
+    methods = train_coverage_baseline(
+        method, x, y, grid, networks=config.networks, seed=config.init_seed
+    )
+    arrays = {
+        "x_train": x.squeeze(-1).numpy(),
+        "y_train": y.squeeze(-1).numpy(),
+        "grid": grid[:, 0].numpy(),
+        "truth": coverage.sine_function(grid)[:, 0].numpy(),
+    }
+    return arrays, methods

@@ -3,6 +3,7 @@
 * :mod:`baselines.models`: PyTorch modules built from :mod:`amp.specs` layer specs.
 * :mod:`baselines.train`: the AdamW and IVON trainers with resumable checkpoints.
 * :mod:`baselines.predict`: predictive distributions, including IVON's Bayesian model average.
+* :mod:`baselines.replicas`: many independent networks trained and evaluated together.
 
 Example:
     >>> import torch
@@ -24,12 +25,14 @@ from baselines.predict import (
     predict_regression,
     predict_regression_ivon_bma,
 )
+from baselines.replicas import ReplicatedSequential, stack_models, unstack_model
 from baselines.train import DivergenceError, EpochRecord, TrainConfig, TrainResult, train
 
 __all__ = [
     "DivergenceError",
     "EpochRecord",
     "Likelihood",
+    "ReplicatedSequential",
     "TrainConfig",
     "TrainResult",
     "build_model",
@@ -38,5 +41,7 @@ __all__ = [
     "predict_probs_ivon_bma",
     "predict_regression",
     "predict_regression_ivon_bma",
+    "stack_models",
     "train",
+    "unstack_model",
 ]

@@ -5,6 +5,9 @@ layer specs is turned into a :class:`torch.nn.Sequential`. Output specs (``Argma
 ``Regression``) add no module; the model returns logits ``(N, K)`` for classification and the
 regression mean ``(N, D)`` for regression, and :func:`likelihood_of` says which loss goes with it.
 
+``build_model(..., replicas=R)`` builds R independent networks as one module, a
+:class:`baselines.replicas.ReplicatedSequential`.
+
 Example:
     >>> import torch
     >>> from amp import specs
@@ -171,8 +174,9 @@ def build_model(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    replicas: int | None = None,
 ) -> nn.Sequential:
-    """Build the PyTorch network described by layer specs.
+    """Build the PyTorch network described by layer specs, or ``replicas`` independent copies.
 
     Linear maps to ``nn.Linear``; Conv2d to ``nn.Conv2d`` with stride 1 (zero padding inside the
     convolution, or a :class:`SymmetricPad2d` in front of it); LeakyReLU to ``nn.LeakyReLU``;
@@ -180,7 +184,9 @@ def build_model(
     ``nn.Flatten`` (channel-first order). Output specs add nothing.
 
     Parameters are drawn on the CPU by :func:`init_parameters` and then moved to ``device``, so a
-    generator gives the same network on every device.
+    generator gives the same network on every device. With ``replicas=R`` the R networks are
+    drawn one after another from the same generator (network ``r`` equals the ``r``-th of R
+    successive single builds) and stacked by :func:`baselines.replicas.stack_models`.
 
     Args:
         layers: Layer specs, e.g. ``amp.specs.arch("conv890k")``.
@@ -189,13 +195,29 @@ def build_model(
             seeded with 0, so an unseeded call is still reproducible.
         dtype: Parameter dtype.
         device: Device of the returned module.
+        replicas: Number R of independent networks in one
+            :class:`~baselines.replicas.ReplicatedSequential`; ``None`` builds one network.
 
     Returns:
-        The module; it maps ``(N, *input_shape)`` to ``(N, K)`` logits or ``(N, D)`` means.
+        The module; it maps ``(N, *input_shape)`` to ``(N, K)`` logits or ``(N, D)`` means, or
+        with ``replicas=R`` inputs ``(N, *input_shape)`` or ``(R, N, *input_shape)`` to
+        ``(R, N, K)`` or ``(R, N, D)``.
 
     Raises:
-        ValueError: If the layers do not fit the input shape, or no output spec ends them.
+        ValueError: If the layers do not fit the input shape, no output spec ends them, or
+            ``replicas`` is not a positive integer.
     """
+    if replicas is not None:
+        from baselines.replicas import check_replicas, stack_models  # replicas imports models
+
+        check_replicas(replicas)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        networks = [
+            build_model(layers, input_shape, generator=generator, dtype=dtype)
+            for _ in range(replicas)
+        ]
+        return stack_models(networks, input_shape).to(device)
     likelihood_of(layers)
     shapes = specs.output_shapes(layers, input_shape)
     in_shapes = [tuple(int(s) for s in input_shape), *shapes[:-1]]

@@ -8,6 +8,12 @@ mean weights ("IVON@mean", which is :func:`predict_probs`).
 Every function runs in batches without gradients, returns tensors on the device of ``x`` and,
 when given a :class:`amp.runtime.Stopwatch`, adds its wall-clock time to it.
 
+Every function also takes R networks trained together (a
+:class:`~baselines.replicas.ReplicatedSequential`) with shared inputs ``(M, ...)`` or one input
+batch per network ``(R, M, ...)``, and then returns ``(R, M, K)`` or ``(R, M, D)``: per network,
+the same quantity as for a single network. In IVON's model average every weight sample draws
+independent noise for each network, so network ``r``'s average is over its own posterior.
+
 Reproducibility limit: ``ivon-opt`` draws weight samples from PyTorch's global generator and
 accepts no generator. The model-average functions therefore take a ``seed``, seed the global
 generator inside :func:`torch.random.fork_rng` and leave the caller's global state as it was.
@@ -23,6 +29,7 @@ import torch
 from torch import nn
 
 from amp.runtime import Stopwatch
+from baselines.replicas import ReplicatedSequential
 
 __all__ = [
     "predict_probs",
@@ -50,11 +57,13 @@ def _check(x: torch.Tensor, batch_size: int, samples: int = 1) -> None:
 def _forward(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Model outputs for ``x`` in batches, on the device of ``x`` and in the model's dtype."""
     parameter = next(model.parameters())
+    replicated = isinstance(model, ReplicatedSequential)
+    axis = model.batch_axis(x) if replicated else 0
     outputs = [
-        model(x[start : start + batch_size].to(parameter.device, parameter.dtype)).to(x.device)
-        for start in range(0, len(x), batch_size)
+        model(chunk.to(parameter.device, parameter.dtype)).to(x.device)
+        for chunk in x.split(batch_size, dim=axis)
     ]
-    return torch.cat(outputs)
+    return torch.cat(outputs, dim=1 if replicated else 0)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,12 @@ IVON runs ``ivon.IVON(params, lr=0.1, ess=len(train set))`` with one Monte Carlo
 One deliberate difference: the reference script shuffled the training set only on CUDA; here the
 order is always shuffled, by a seeded generator.
 
+``TrainConfig(replicas=R)`` trains R independent networks together (:mod:`baselines.replicas`
+explains why this equals R separate runs) on shared data ``(N, ...)`` or on one data set per
+network ``(R, N, ...)``. The loss is the sum over networks of each network's mean loss over its
+batch; all networks see the same shuffled order, and ``ess`` defaults to the per-network ``N``.
+A non-finite loss in any network stops the run.
+
 Example:
     >>> from amp import specs
     >>> x, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
@@ -88,6 +94,8 @@ class TrainConfig:
         progress: Show a tqdm progress bar.
         checkpoint_path: Where to save and resume the run; ``None`` disables checkpoints.
         checkpoint_every: Save every this many epochs (and always after the last one).
+        replicas: Train this many independent networks together (module docstring); ``None``
+            trains one plain network.
     """
 
     method: Literal["adamw", "ivon"] = "adamw"
@@ -106,12 +114,15 @@ class TrainConfig:
     progress: bool = True
     checkpoint_path: str | Path | None = None
     checkpoint_every: int = 1
+    replicas: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("adamw", "ivon"):
             raise ValueError(f"invalid method: {self.method!r} (use 'adamw' or 'ivon')")
-        for name in ("epochs", "batch_size", "mc_samples", "checkpoint_every"):
+        for name in ("epochs", "batch_size", "mc_samples", "checkpoint_every", "replicas"):
             value = getattr(self, name)
+            if name == "replicas" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"invalid {name}: {value!r} (must be a positive integer)")
         for name in ("lr", "ess", "hess_init", "clip_radius"):
@@ -145,7 +156,8 @@ class EpochRecord:
 
     Attributes:
         epoch: Epoch number, starting at 1.
-        loss: Mean training loss over the epoch's examples (for IVON: at the sampled weights).
+        loss: Mean training loss over the epoch's examples (for IVON: at the sampled weights);
+            with replicas, also averaged over the networks.
         seconds: Wall-clock time of the epoch's steps (device synchronised).
         lr: Learning rate used during the epoch.
     """
@@ -188,6 +200,21 @@ def _stream_seeds(seed: int) -> tuple[int, int, int]:
     return int(init), int(shuffle), int(noise)
 
 
+def _per_network(
+    x: torch.Tensor, y: torch.Tensor, likelihood: Likelihood, replicas: int | None
+) -> bool:
+    """Whether ``x, y`` hold one data set per network, ``(R, N, ...)``, rather than shared data."""
+    if replicas is None or y.dim() != (2 if likelihood.kind == "classification" else 3):
+        return False
+    if x.dim() < 3 or len(x) != replicas or len(y) != replicas:
+        raise ValueError(
+            f"invalid x, y: shapes {tuple(x.shape)} and {tuple(y.shape)}; one data set per "
+            f"network needs x of shape ({replicas}, N, ...) and y of shape ({replicas}, N, ...), "
+            "or pass shared data (N, ...)"
+        )
+    return True
+
+
 def _check_data(x: torch.Tensor, y: torch.Tensor, likelihood: Likelihood, outputs: int) -> None:
     if not x.is_floating_point():
         raise ValueError(f"invalid x: dtype {x.dtype} (use a floating-point tensor)")
@@ -208,14 +235,29 @@ def _check_data(x: torch.Tensor, y: torch.Tensor, likelihood: Likelihood, output
         )
 
 
-def _loss_function(likelihood: Likelihood) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy, or the Gaussian NLL with known noise (without its constant) per example."""
-    if likelihood.kind == "classification":
-        return F.cross_entropy
+def _loss_function(
+    likelihood: Likelihood, replicated: bool = False
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy, or the Gaussian NLL with known noise (without its constant) per example.
+
+    Averaged over the batch; for replicated outputs ``(R, B, K)`` and targets ``(B, ...)`` or
+    ``(R, B, ...)``, averaged over each network's batch and summed over the networks.
+    """
     noise_var = likelihood.noise_var
+    if likelihood.kind == "classification" and not replicated:
+        return F.cross_entropy
+    if likelihood.kind == "classification":
+
+        def replicated_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            target = target.expand(logits.shape[:-1])
+            per_example = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+            return per_example.view(target.shape).mean(dim=-1).sum()
+
+        return replicated_cross_entropy
 
     def gaussian_nll(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (target - mean).square().sum(dim=-1).mean() / noise_var
+        squares = (target - mean).square().sum(dim=-1)
+        return 0.5 * (squares.mean(dim=-1).sum() if replicated else squares.mean()) / noise_var
 
     return gaussian_nll
 
@@ -356,8 +398,10 @@ def train(
 
     Args:
         layers: Layer specs ending in an output spec (see :func:`baselines.models.build_model`).
-        x: Training inputs, shape ``(N, *input_shape)``; their dtype is the model's dtype.
-        y: Labels ``(N,)`` (int64) for classification, targets ``(N, D)`` for regression.
+        x: Training inputs, shape ``(N, *input_shape)``; their dtype is the model's dtype. With
+            ``config.replicas=R`` also ``(R, N, *input_shape)``, one data set per network.
+        y: Labels ``(N,)`` (int64) for classification, targets ``(N, D)`` for regression; with
+            one data set per network ``(R, N)`` or ``(R, N, D)``.
         config: Hyperparameters; ``None`` uses :class:`TrainConfig`'s defaults.
         on_epoch_end: Called as ``on_epoch_end(model, record)`` after each epoch's checkpoint.
 
@@ -371,13 +415,24 @@ def train(
     """
     config = config or TrainConfig()
     likelihood = likelihood_of(layers)
-    outputs = specs.output_shapes(layers, x.shape[1:])[-1][0]
-    _check_data(x, y, likelihood, outputs)
+    per_network = _per_network(x, y, likelihood, config.replicas)
+    flat_x, flat_y = (x.flatten(0, 1), y.flatten(0, 1)) if per_network else (x, y)
+    outputs = specs.output_shapes(layers, flat_x.shape[1:])[-1][0]
+    _check_data(flat_x, flat_y, likelihood, outputs)
+    n = y.shape[1] if per_network else len(y)
+    networks = config.replicas or 1
     device = resolve_device(config.device)
     init_seed, shuffle_seed, noise_seed = _stream_seeds(config.seed)
     generator = torch.Generator().manual_seed(init_seed)
-    model = build_model(layers, x.shape[1:], generator=generator, dtype=x.dtype, device=device)
-    optimizer = _make_optimizer(model, config, len(x))
+    model = build_model(
+        layers,
+        flat_x.shape[1:],
+        generator=generator,
+        dtype=x.dtype,
+        device=device,
+        replicas=config.replicas,
+    )
+    optimizer = _make_optimizer(model, config, n)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     result = TrainResult(model, optimizer, scheduler, likelihood, config)
     shuffle = torch.Generator().manual_seed(shuffle_seed)
@@ -392,8 +447,8 @@ def train(
         torch.manual_seed(noise_seed)
 
     x, y = x.to(device), y.to(device)
-    loss_fn = _loss_function(likelihood)
-    batches = math.ceil(len(x) / config.batch_size)
+    loss_fn = _loss_function(likelihood, replicated=config.replicas is not None)
+    batches = math.ceil(n / config.batch_size)
     first = len(result.history) + 1
     last_saved = len(result.history) if path is not None and first > 1 else None
     model.train()
@@ -404,12 +459,12 @@ def train(
             lr = optimizer.param_groups[0]["lr"]
             total = 0.0
             with Stopwatch(device) as watch:
-                order = torch.randperm(len(x), generator=shuffle).to(device)
+                order = torch.randperm(n, generator=shuffle).to(device)
                 for batch in range(batches):
                     index = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-                    loss = _train_step(
-                        model, optimizer, loss_fn, x[index], y[index], config.mc_samples
-                    )
+                    xb, yb = (x[:, index], y[:, index]) if per_network else (x[index], y[index])
+                    loss = _train_step(model, optimizer, loss_fn, xb, yb, config.mc_samples)
+                    loss /= networks  # the mean over networks of each network's batch loss
                     if not math.isfinite(loss):
                         kept = f"; checkpoint of epoch {last_saved} kept at {path}"
                         raise DivergenceError(
@@ -422,7 +477,7 @@ def train(
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             scheduler.step()
-            record = EpochRecord(epoch, total / len(x), watch.seconds, lr)
+            record = EpochRecord(epoch, total / n, watch.seconds, lr)
             result.history.append(record)
             if path is not None and (
                 epoch % config.checkpoint_every == 0 or epoch == config.epochs

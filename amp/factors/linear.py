@@ -75,6 +75,21 @@ class LinearForward:
         return NatGaussian.from_moments(self.out_mean, self.out_var)
 
 
+def _matmul(x: Tensor, w: Tensor) -> Tensor:
+    """``x (*B, P, D_in) @ w (*W, D_in, D_out)`` without expanding weights shared by the examples.
+
+    When the weights have a singleton example axis (``(*lead, 1, D_in, D_out)``), the examples
+    and positions are folded into the rows of one matrix product per network instead of letting
+    broadcasting copy the weights once per example.
+    """
+    if w.dim() >= 3 and w.shape[-3] == 1 and x.dim() >= 3:
+        lead = torch.broadcast_shapes(x.shape[:-3], w.shape[:-3])
+        g, p, d_in = x.shape[-3:]
+        rows = x.expand(*lead, g, p, d_in).reshape(*lead, g * p, d_in)
+        return (rows @ w.squeeze(-3)).reshape(*lead, g, p, w.shape[-1])
+    return x @ w
+
+
 def to_output(
     x_mean: Tensor, x_var: Tensor | None, w: NatGaussian, b: NatGaussian
 ) -> LinearForward:
@@ -99,11 +114,11 @@ def to_output(
     w_mean, w_var = w.mean, w.var
     b_mean, b_var = b.mean, b.var
     x_m2 = x_mean * x_mean
-    out_mean = x_mean @ w_mean
+    out_mean = _matmul(x_mean, w_mean)
     if x_var is None:
-        out_var = x_m2 @ w_var
+        out_var = _matmul(x_m2, w_var)
     else:
-        out_var = x_var @ (w_var + w_mean * w_mean) + x_m2 @ w_var
+        out_var = _matmul(x_var, w_var + w_mean * w_mean) + _matmul(x_m2, w_var)
     out_mean = out_mean + b_mean.unsqueeze(-2)
     out_var = out_var + b_var.unsqueeze(-2)
     return LinearForward(x_mean, x_var, w_mean, w_var, b_mean, b_var, out_mean, out_var)
@@ -225,9 +240,23 @@ def _series_order(u: float, tol: float) -> int:
     return max(0, math.ceil(math.log(tol * (1 - u)) / math.log(u)) - 1)
 
 
-SERIES_ORDER = {torch.float64: 5, torch.float32: 3, torch.float16: 2}
-"""Target order of the series per dtype: input rows whose ratio bound would need more are
-evaluated exactly (elementwise) instead."""
+SERIES_TERMS_PER_EXAMPLE = 4
+"""The series may use up to this many monomials per example of the group: a monomial costs a
+few passes over the weights, the elementwise evaluation a few dozen passes over the group's
+per-term tensor (examples × weights). Input rows whose ratio bound would need more terms are
+evaluated elementwise instead."""
+
+
+def _affordable_order(group: int, *, deterministic: bool) -> int:
+    """Largest series order whose monomials stay within the budget for ``group`` examples."""
+    budget = SERIES_TERMS_PER_EXAMPLE * group
+    if deterministic:  # monomials E[x]^(2k) only: K + 1 of them
+        return max(1, budget - 1)
+    order = 1
+    while (order + 2) * (order + 3) // 2 <= budget:  # (K + 1)(K + 2) / 2 monomials
+        order += 1
+    return order
+
 
 SERIES_EXACT_ROWS = 0.25
 """Above this fraction of exactly evaluated input rows, the whole layer is evaluated exactly."""
@@ -255,7 +284,8 @@ def group_backward(
     (``U ≥ r``) drops below ``tolerance``. A bound per input row, ``U_i = max_n max_j c_nj ·
     (Var(x_ni) max_j E[W_ij²] + E[x_ni]² max_j Var(W_ij))``, sends the few rows whose ratio is
     large (an input with a large second moment) to the exact elementwise evaluation, so that
-    the other rows need only a low order (:data:`SERIES_ORDER`). Applies to fully connected
+    the other rows need only an affordable order (:data:`SERIES_TERMS_PER_EXAMPLE`). Applies to
+    fully connected
     layers whose weights are shared by the group (``w`` of shape ``(*lead, 1, D_in, D_out)``).
 
     Args:
@@ -290,7 +320,9 @@ def group_backward(
     row_bound = bound.reshape(-1, d_in).amax(0)
     if not bool(torch.isfinite(row_bound).all()):
         return None
-    limit = min(SERIES_MAX_RATIO, tol ** (1.0 / (SERIES_ORDER[dtype] + 1)))
+    group = m_back.shape[-3]
+    order_max = _affordable_order(group, deterministic=xv is None)
+    limit = min(SERIES_MAX_RATIO, tol ** (1.0 / (order_max + 1)))
     exact = row_bound > limit
     n_exact = int(exact.sum())
     if n_exact > SERIES_EXACT_ROWS * d_in:

@@ -189,6 +189,27 @@ def get_report_outputs():
     return outputs
 
 
+# ---- the coverage study (workflow/rules/coverage.smk) ----
+
+COVERAGE = config.get("coverage")
+
+
+def get_coverage_outputs():
+    return [
+        f"{RESULTS}/coverage/summary.json",
+        f"{REPORTS}/coverage/table.md",
+        f"{REPORTS}/coverage/table.csv",
+        *[f"{REPORTS}/coverage/{variant}.png" for variant in COVERAGE["variants"]],
+    ]
+
+
+def get_coverage_predictions(wildcards=None):
+    return {
+        variant: [f"{RESULTS}/coverage/{variant}/{method}.npz" for method in COVERAGE["methods"]]
+        for variant in COVERAGE["variants"]
+    }
+
+
 # ---- final outputs: each rules file registers its section; the Snakefile collects them ----
 #
 # A new section (e.g. a coverage study in workflow/rules/coverage.smk with a `coverage:` key in

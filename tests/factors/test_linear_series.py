@@ -1,0 +1,86 @@
+"""The series evaluation of fully connected messages against the elementwise reference."""
+
+import pytest
+import torch
+
+from amp.factors import linear
+from amp.gaussian import NatGaussian
+
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+def random_layer(dtype, *, hidden, lead=(), g=8, d_in=300, d_out=20, seed=0, outlier=False):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen, dtype=torch.float64)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    x = randn(*lead, g, 1, d_in) * 0.8
+    if outlier:  # one input with a large second moment: its rows need the exact evaluation
+        x[..., 3] = 30.0
+    x_var = rand(*lead, g, 1, d_in) * 0.2 if hidden else None
+    w = NatGaussian.from_moments(
+        randn(*lead, 1, d_in, d_out) * 0.1, rand(*lead, 1, d_in, d_out) * 0.004 + 0.001
+    )
+    b = NatGaussian.from_moments(torch.zeros(*lead, 1, d_out), torch.full((*lead, 1, d_out), 0.5))
+    m_back = NatGaussian.from_moments(randn(*lead, g, 1, d_out), rand(*lead, g, 1, d_out) + 0.1)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    fwd = linear.to_output(cast(x), cast(x_var), w.to(dtype), b.to(dtype))
+    return fwd, m_back.to(dtype)
+
+
+def relative_error(got, ref):
+    return float((got.double() - ref.double()).abs().max() / ref.double().abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("lead", [(), (3,)])
+@pytest.mark.parametrize("outlier", [False, True])
+def test_series_equals_elementwise_messages(dtype, hidden, lead, outlier):
+    fwd, m_back = random_layer(dtype, hidden=hidden, lead=lead, outlier=outlier)
+    fast = linear.group_backward(fwd, m_back, with_input=hidden)
+    assert fast is not None
+    terms = linear.term_messages(fwd, m_back)
+    ref_w = linear.to_weight(fwd, terms, reduce_examples=True).take(-3, 0)
+    tol = TOLERANCE[dtype]
+    assert relative_error(fast.to_weight.tau, ref_w.tau) < tol
+    assert relative_error(fast.to_weight.rho, ref_w.rho) < tol
+    if hidden:
+        ref_x = linear.to_input(fwd, terms).take(-2, 0)
+        assert relative_error(fast.to_input.tau, ref_x.tau) < tol
+        assert relative_error(fast.to_input.rho, ref_x.rho) < tol
+
+
+def test_series_declines_when_most_rows_need_the_exact_evaluation():
+    fwd, m_back = random_layer(torch.float64, hidden=True, d_in=8, g=1)
+    # a narrow layer with a single example: the ratios are large and the budget is small
+    fwd = linear.LinearForward(
+        fwd.x_mean * 20,
+        fwd.x_var,
+        fwd.w_mean,
+        fwd.w_var,
+        fwd.b_mean,
+        fwd.b_var,
+        fwd.out_mean,
+        fwd.out_var,
+    )
+    assert linear.group_backward(fwd, m_back, with_input=True) is None
+
+
+def test_weights_per_example_are_not_for_the_series():
+    fwd, m_back = random_layer(torch.float64, hidden=False)
+    per_example = linear.LinearForward(
+        fwd.x_mean,
+        None,
+        fwd.w_mean.expand(8, -1, -1).clone(),
+        fwd.w_var.expand(8, -1, -1).clone(),
+        fwd.b_mean,
+        fwd.b_var,
+        fwd.out_mean,
+        fwd.out_var,
+    )
+    assert linear.group_backward(per_example, m_back, with_input=False) is None
