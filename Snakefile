@@ -28,6 +28,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/coverage.smk"
+include: "workflow/rules/bench.smk"
 
 
 # Cheap bookkeeping and plotting jobs run on the submitting machine under a cluster executor.

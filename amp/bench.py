@@ -1,0 +1,311 @@
+"""Speed and memory of message passing against AdamW and IVON on the same networks.
+
+``python -m amp.bench`` times one pass over the same random data (batch 128) for every method
+on the named architectures, in one run on one device: MP with the default schedule in float32
+and float64, MP with the sequential reference schedule (on a smaller subset; its per-example
+rate is what matters), AdamW and IVON (float32). Every measurement runs in its own process
+(so that its peak resident memory is its own), after a warm-up pass, as the median of several
+repeats. The table reports seconds per 1,000 examples, the ratios MP/AdamW and MP/IVON from the
+same run, peak memory, and the estimated time of the paper's full schedule (25 epochs; MP sweeps
+each batch ``ceil(e/2)`` times in epoch ``e``: 169 sweeps, of which 167 keep per-site messages).
+
+``--tiny`` runs a few examples of the small architectures (used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from amp import io, specs
+from amp.network import Network
+from amp.runtime import resolve_device, synchronize
+from amp.trainer import Trainer, default_iterations
+
+__all__ = ["Measurement", "main", "measure", "paper_seconds", "render"]
+
+BATCH_SIZE = 128
+PAPER_EPOCHS = 25
+"""The paper's schedule: 25 epochs (MP: ``ceil(e/2)`` sweeps per batch in epoch ``e``)."""
+
+EXAMPLES = {"mlp": 2048, "lenet5": 512, "conv890k": 64, "mlp5m": 256}
+"""Examples per timed pass (MP's cost per example does not depend on the count)."""
+
+SEQUENTIAL_EXAMPLES = {"mlp": 256, "lenet5": 64, "conv890k": 8, "mlp5m": 32}
+"""Examples per timed pass of the (slow) sequential reference schedule."""
+
+TINY_EXAMPLES = 32
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One timed configuration.
+
+    Attributes:
+        arch: Named architecture.
+        method: ``mp``, ``mp_sequential``, ``adamw`` or ``ivon``.
+        dtype: ``float32`` or ``float64``.
+        examples: Examples per pass.
+        seconds_per_1000: Median seconds of one pass (one sweep) per 1,000 examples.
+        sweep_seconds_per_1000: MP only: seconds per 1,000 examples of one sweep when a batch
+            is swept twice per visit (epochs ≥ 3 keep per-site messages); NaN otherwise.
+        peak_rss_mb: Peak resident memory of the measuring process.
+        peak_gpu_mb: Peak allocated GPU memory (CUDA only), else NaN.
+    """
+
+    arch: str
+    method: str
+    dtype: str
+    examples: int
+    seconds_per_1000: float
+    sweep_seconds_per_1000: float
+    peak_rss_mb: float
+    peak_gpu_mb: float
+
+
+def _random_data(arch: str, n: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    gen = torch.Generator().manual_seed(0)
+    shape = specs.default_input_shape(arch)
+    x = torch.randn(n, *shape, generator=gen).to(dtype=dtype, device=device)
+    y = torch.randint(0, 10, (n,), generator=gen).to(device)
+    return x, y
+
+
+def _time_mp(arch, n, dtype, schedule, device, repeats) -> tuple[float, float]:
+    x, y = _random_data(arch, n, dtype, device)
+    net = Network(specs.arch(arch), specs.default_input_shape(arch), dtype=dtype, device=device)
+    trainer = Trainer(net, BATCH_SIZE, schedule=schedule)
+    trainer.fit(x, y, epochs=1, iterations=1)  # warm-up, allocates the store
+
+    def passes(iterations: int) -> float:
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            trainer.fit(x, y, epochs=1, iterations=iterations)
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) / iterations * 1000 / n
+
+    return passes(1), passes(2)
+
+
+def _time_baseline(arch, method, n, device, repeats) -> float:
+    from baselines.train import TrainConfig, train
+
+    x, y = _random_data(arch, n, torch.float32, device)
+    config = TrainConfig(
+        method=method, epochs=repeats + 1, batch_size=BATCH_SIZE, device=str(device), progress=False
+    )
+    history = train(specs.arch(arch), x, y, config).history
+    return statistics.median(r.seconds for r in history[1:]) * 1000 / n
+
+
+def _worker(task: dict, queue) -> None:
+    torch.set_num_threads(task["threads"])
+    device = resolve_device(task["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[task["dtype"]]
+    sweep = math.nan
+    if task["method"] in ("mp", "mp_sequential"):
+        schedule = "sequential" if task["method"] == "mp_sequential" else "scaled"
+        per_1000, sweep = _time_mp(
+            task["arch"], task["examples"], dtype, schedule, device, task["repeats"]
+        )
+    else:
+        per_1000 = _time_baseline(
+            task["arch"], task["method"], task["examples"], device, task["repeats"]
+        )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
+    queue.put((per_1000, sweep, rss, gpu))
+
+
+def measure(task: dict) -> Measurement:
+    """Run one measurement in a fresh process (its peak memory is its own).
+
+    Args:
+        task: ``arch``, ``method``, ``dtype``, ``examples``, ``repeats``, ``device``, ``threads``.
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_worker, args=(task, queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"measurement {task} failed (exit code {process.exitcode})")
+    per_1000, sweep, rss, gpu = queue.get()
+    return Measurement(
+        task["arch"], task["method"], task["dtype"], task["examples"], per_1000, sweep, rss, gpu
+    )
+
+
+def paper_seconds(row: Measurement, train_size: int) -> float:
+    """Estimated seconds of the paper's schedule (25 epochs) on ``train_size`` examples."""
+    if not row.method.startswith("mp"):
+        return PAPER_EPOCHS * row.seconds_per_1000 * train_size / 1000
+    sweeps = [default_iterations(e) for e in range(1, PAPER_EPOCHS + 1)]
+    kept = (
+        row.sweep_seconds_per_1000
+        if math.isfinite(row.sweep_seconds_per_1000)
+        else row.seconds_per_1000
+    )
+    seconds = sum(row.seconds_per_1000 if s == 1 else s * kept for s in sweeps)
+    return seconds * train_size / 1000
+
+
+TRAIN_SIZE = {"mlp": 60_000, "lenet5": 60_000, "conv890k": 50_000, "mlp5m": 60_000}
+"""Training-set size of each architecture's data set (MNIST-like or CIFAR-10)."""
+
+
+def render(rows: list[Measurement], device: str) -> tuple[str, list[dict]]:
+    """The Markdown report and the CSV records."""
+    records = []
+    for row in rows:
+        base = {r.method: r.seconds_per_1000 for r in rows if r.arch == row.arch}
+        record = asdict(row)
+        record["mp_over_adamw"] = row.seconds_per_1000 / base.get("adamw", math.nan)
+        record["mp_over_ivon"] = row.seconds_per_1000 / base.get("ivon", math.nan)
+        record["paper_run_hours"] = paper_seconds(row, TRAIN_SIZE[row.arch]) / 3600
+        records.append(record)
+    lines = [
+        f"# Training speed on `{device}`",
+        "",
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, batch {BATCH_SIZE}. Seconds per 1,000 examples of one "
+        "pass over random inputs (median of repeats after a warm-up); ratios against AdamW and "
+        "IVON of the same run; peak resident memory of the measuring process; estimated hours "
+        f"of the paper's schedule ({PAPER_EPOCHS} epochs; MP sweeps each batch ceil(e/2) times).",
+        "",
+        "| arch | method | dtype | examples | s / 1k | s / 1k per kept sweep | ×AdamW | ×IVON "
+        "| peak RSS (MB) | peak GPU (MB) | paper run (h) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['arch']} | {r['method']} | {r['dtype']} | {r['examples']} "
+            f"| {r['seconds_per_1000']:.4g} | {r['sweep_seconds_per_1000']:.4g} "
+            f"| {r['mp_over_adamw']:.3g} | {r['mp_over_ivon']:.3g} | {r['peak_rss_mb']:.0f} "
+            f"| {r['peak_gpu_mb']:.0f} | {r['paper_run_hours']:.3g} |"
+        )
+    lines += [
+        "",
+        "`mp`: the default (scaled) schedule; `mp_sequential`: one example at a time (the "
+        "reference). s / 1k per kept sweep: MP's cost per sweep when a batch is swept twice per "
+        "visit (epochs ≥ 3). NaN: not applicable.",
+    ]
+    return "\n".join(lines) + "\n", records
+
+
+def epoch_of_mlp5m(store_dir: str, *, subset: int | None = None, threads: int = 2) -> dict:
+    """One MP epoch of ``mlp5m`` on Fashion-MNIST with a memory-mapped float32 store (claim C3).
+
+    The batch message store of 469 batches × 5.6 M parameters × 2 numbers is 21 GB in float32
+    (42 GB in float64): it lives in files under ``store_dir``; the process keeps only the
+    marginals and the pages in use.
+
+    Returns:
+        ``seconds``, ``peak_rss_mb``, ``store_gb``, ``examples``, ``accuracy`` (test set).
+    """
+    from amp import metrics
+    from amp.data import load_dataset
+
+    torch.set_num_threads(threads)
+    data = load_dataset("fashion_mnist", subset=subset, dtype=torch.float32)
+    net = Network(specs.arch("mlp5m"), data.input_shape, dtype=torch.float32)
+    trainer = Trainer(net, BATCH_SIZE, store_dtype=torch.float32, store_dir=store_dir)
+    start = time.perf_counter()
+    trainer.fit(data.x_train, data.y_train, epochs=1)
+    seconds = time.perf_counter() - start
+    accuracy = metrics.accuracy(net.predict(data.x_test), data.y_test)
+    store = sum(sw.nbytes + sb.nbytes for sw, sb in trainer.stores) / 1e9
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "examples": int(data.x_train.shape[0]),
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "store_gb": store,
+        "accuracy": accuracy,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``python -m amp.bench --help``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", nargs="+", default=["mlp", "lenet5", "conv890k", "mlp5m"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="reports", help="directory of bench_<device>.md/.csv")
+    parser.add_argument("--tiny", action="store_true", help="a few examples (for tests)")
+    parser.add_argument(
+        "--mlp5m-epoch",
+        metavar="STORE_DIR",
+        help="instead: one MP epoch of mlp5m on Fashion-MNIST with its store in STORE_DIR",
+    )
+    args = parser.parse_args(argv)
+    if args.mlp5m_epoch:
+        result = epoch_of_mlp5m(args.mlp5m_epoch, threads=args.threads)
+        lines = [
+            "# One MP epoch of mlp5m (5,592,010 parameters) on Fashion-MNIST",
+            "",
+            "float32, default schedule, batch 128, batch message store memory-mapped in float32.",
+            "",
+            "| examples | seconds | peak RSS (GB) | store on disk (GB) | test accuracy |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {result['examples']} | {result['seconds']:.0f} "
+            f"| {result['peak_rss_mb'] / 1024:.2f} | {result['store_gb']:.1f} "
+            f"| {result['accuracy']:.4f} |",
+        ]
+        io.write_text(Path(args.out) / "bench_mlp5m_epoch.md", "\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
+    for arch in args.archs:
+        specs.arch(arch)  # unknown names fail before any work
+    rows = []
+    for arch in args.archs:
+        plan = [("mp", "float32"), ("mp", "float64"), ("mp_sequential", "float64")]
+        plan += [("adamw", "float32"), ("ivon", "float32")]
+        for method, dtype in plan:
+            if args.tiny:
+                examples = TINY_EXAMPLES
+            elif method == "mp_sequential":
+                examples = SEQUENTIAL_EXAMPLES[arch]
+            else:
+                examples = EXAMPLES[arch]
+            task = {
+                "arch": arch,
+                "method": method,
+                "dtype": dtype,
+                "examples": examples,
+                "repeats": 1 if args.tiny else args.repeats,
+                "device": args.device,
+                "threads": args.threads,
+            }
+            row = measure(task)
+            print(f"{arch} {method} {dtype}: {row.seconds_per_1000:.4g} s/1k", flush=True)
+            rows.append(row)
+    device = resolve_device(args.device).type
+    markdown, records = render(rows, device)
+    out = Path(args.out)
+    io.write_text(out / f"bench_{device}.md", markdown)
+    header = list(records[0])
+    csv = [",".join(header)] + [",".join(str(r[k]) for k in header) for r in records]
+    io.write_text(out / f"bench_{device}.csv", "\n".join(csv) + "\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
