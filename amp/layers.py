@@ -345,7 +345,7 @@ class WeightLayer:
         self._cache = None
         if not self.is_conv:
             m_back = m_back.unsqueeze(-2)  # one position
-        if self.scaled and group.idx.numel() > 1:
+        if self.scaled:  # every group is a site, also a last group of a single example
             m_x = self._update_group(fwd, m_back, group)
         else:
             m_x = self._update_reference(fwd, m_back, group)
@@ -366,15 +366,22 @@ class WeightLayer:
     ) -> tuple[NatGaussian, NatGaussian | None]:
         """New weight messages (per example or their product over the group) and input messages.
 
-        Fully connected layers use the series evaluation when it is cheaper and the messages
-        are wanted as a product over the group.
+        The series evaluation (:func:`amp.factors.linear.group_backward`) is used where it
+        applies (weights shared by the group) and is cheaper; otherwise the elementwise one.
         """
         ex = self.ex
-        if self.fast and not self.is_conv and not per_example:
-            fast = linear.group_backward(fwd, m_back, with_input=not self.first)
+        if self.fast:
+            lin = fwd.linear if self.is_conv else fwd
+            back = conv2d.positions(m_back) if self.is_conv else m_back
+            fast = linear.group_backward(
+                lin, back, with_input=not self.first, per_example=per_example
+            )
             if fast is not None:
-                m_x = None if fast.to_input is None else fast.to_input.unsqueeze(-2)
-                return fast.to_weight.unsqueeze(ex), m_x
+                m_x = fast.to_input
+                if m_x is not None and self.is_conv:
+                    m_x = conv2d.fold_patches(fwd, m_x)
+                new_w = fast.to_weight if per_example else fast.to_weight.unsqueeze(ex)
+                return new_w, m_x
         factor = conv2d if self.is_conv else linear
         m_terms = factor.term_messages(fwd, m_back)
         new_w = factor.to_weight(fwd, m_terms, reduce_examples=not per_example)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import math
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ class Schedule(enum.StrEnum):
 
     SCALED = "scaled"
     """Groups of ``group_size`` examples whose combined update is scaled per output unit so that
-    it does not overshoot (see :meth:`amp.layers.WeightLayer._scale`)."""
+    it does not overshoot (see :meth:`amp.layers.WeightLayer._update_group`);
+    ``group_size=1`` is the sequential schedule."""
 
 
 class DivergenceError(RuntimeError):
@@ -151,8 +153,8 @@ class Trainer:
         self.store_dtype = store_dtype or net.dtype
         self.store_dir = None if store_dir is None else Path(store_dir)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
-        for layer in net.weight_layers:
-            layer.scaled = self.schedule is Schedule.SCALED
+        for layer in net.weight_layers:  # groups of one: the scaled step is the reference one
+            layer.scaled = self._scaled_groups
         self.progress = progress
         self.final_marginal = final_marginal
         self.epoch = 0
@@ -213,6 +215,11 @@ class Trainer:
             raise ValueError(f"invalid iterations for epoch {epoch}: {its!r} (must be >= 1)")
         return its
 
+    @property
+    def _scaled_groups(self) -> bool:
+        """Whether groups are absorbed as scaled group sites (``scaled``, groups of two or more)."""
+        return self.schedule is Schedule.SCALED and self.group_size > 1
+
     def _group(self, batch_size: int) -> int:
         if self.schedule is Schedule.SEQUENTIAL:
             return 1
@@ -260,7 +267,16 @@ class Trainer:
             )
             with Stopwatch(self.net.device) as watch:
                 for batch in bar:
-                    self._visit(batch, x, y, its, beta, epoch)
+                    try:
+                        self._visit(batch, x, y, its, beta, epoch)
+                    except DivergenceError as err:
+                        raise DivergenceError(f"{err}; {self._kept(checkpoint)}") from None
+                    except torch.linalg.LinAlgError as err:  # degenerate messages in a solve
+                        raise DivergenceError(
+                            f"a linear solve failed at epoch {epoch}, batch {batch} ({err}). "
+                            "Check the inputs' scale (normalise them), or use the 'sequential' "
+                            f"schedule; {self._kept(checkpoint)}"
+                        ) from err
                 self._recompute_totals()
             self.epoch = epoch
             seconds = watch.seconds
@@ -300,11 +316,17 @@ class Trainer:
                 if not new.is_finite():
                     raise DivergenceError(
                         f"non-finite messages in weight layer {i} ({layer.spec}) at epoch "
-                        f"{epoch}, batch {batch}; the last checkpoint (if any) is kept. Check "
-                        "the inputs for NaN/inf and their scale (normalise them), or use the "
-                        "'sequential' schedule"
+                        f"{epoch}, batch {batch} (examples {lo}..{hi - 1}). Check the inputs "
+                        "for NaN/inf and their scale (normalise them), or use the 'sequential' "
+                        "schedule"
                     )
                 self._store_batch_message(store, total, batch, new, beta)
+
+    def _kept(self, checkpoint: str | Path | None) -> str:
+        """What is left on disk after a failed epoch (for error messages)."""
+        if checkpoint is None or not Path(checkpoint).exists():
+            return "no checkpoint was written"
+        return f"the checkpoint of epoch {self.epoch} is kept at {checkpoint}"
 
     @staticmethod
     def _cavity(total: NatGaussian, stored: NatGaussian) -> NatGaussian:
@@ -405,16 +427,18 @@ class Trainer:
     def save(self, path: str | Path) -> None:
         """Save the training state atomically (call at epoch boundaries).
 
-        A disk-backed store is copied to ``<path>.store/epoch<e>/`` first; older copies are
-        removed only after the new checkpoint is in place, so a kill never leaves a checkpoint
-        pointing at a half-written store.
+        A disk-backed store is copied to a new directory ``<path>.store/epoch<e>-<random>/``
+        first (new even when the same epoch is saved again); older copies are removed only
+        after the new checkpoint is in place, so a kill never leaves a checkpoint pointing at a
+        half-written store.
         """
         path = Path(path)
         if self.store_dir is None:
             io.save_checkpoint(path, self.state_dict())
             return
         snapshots = path.with_name(path.name + ".store")
-        current = snapshots / f"epoch{self.epoch}"
+        snapshots.mkdir(parents=True, exist_ok=True)
+        current = Path(tempfile.mkdtemp(prefix=f"epoch{self.epoch}-", dir=snapshots))
         io.save_checkpoint(path, self.state_dict(current))
         for old in snapshots.iterdir():
             if old != current:
@@ -438,7 +462,8 @@ class Trainer:
             progress: Show progress bars.
 
         Raises:
-            amp.io.CorruptFileError: If the file is damaged or not a trainer checkpoint.
+            amp.io.CorruptFileError: If the file (or a disk store's snapshot) is damaged, or it
+                is not a trainer checkpoint.
         """
         state = io.load_checkpoint(
             path, required_keys=("version", "specs", "network", "stores", "generator")
@@ -461,7 +486,10 @@ class Trainer:
         if state["num_examples"] is not None:
             trainer._bind(state["num_examples"])
             for (sw, sb), (w_state, b_state) in zip(trainer.stores, state["stores"], strict=True):
-                sw.load_state(w_state)
-                sb.load_state(b_state)
+                try:
+                    sw.load_state(w_state)
+                    sb.load_state(b_state)
+                except ValueError as err:  # a disk store's snapshot is missing or damaged
+                    raise io.CorruptFileError(f"checkpoint {path}: {err}") from err
             trainer._recompute_totals()
         return trainer

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,11 @@ from torch import nn
 
 from amp import metrics, specs
 from amp.data import Dataset
-from amp.io import write_json
+from amp.experiment import check_run_inputs
+from amp.io import CorruptFileError, load_checkpoint, write_json
 from amp.predictions import Predictions
 from amp.runtime import Stopwatch, resolve_device
-from baselines.models import likelihood_of
+from baselines.models import build_model, likelihood_of
 from baselines.predict import (
     IVON_TEST_SAMPLES,
     predict_probs,
@@ -42,7 +44,7 @@ from baselines.predict import (
     predict_regression,
     predict_regression_ivon_bma,
 )
-from baselines.train import EpochRecord, TrainConfig, TrainResult, train
+from baselines.train import EpochRecord, TrainConfig, TrainResult, _run_identity, train
 
 __all__ = ["METHODS", "BaselineConfig", "run_baseline"]
 
@@ -50,6 +52,7 @@ METHODS = ("adamw", "ivon")
 """Baseline methods :func:`run_baseline` trains."""
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,13 @@ class _History:
         self.path = None if checkpoint is None else Path(f"{checkpoint}.scores.json")
         self.scores: dict[int, dict[str, float]] = {}
         if self.path is not None and self.path.exists() and Path(checkpoint).exists():
-            self.scores = {int(k): v for k, v in json.loads(self.path.read_text()).items()}
+            try:
+                self.scores = {int(k): v for k, v in json.loads(self.path.read_text()).items()}
+            except (ValueError, AttributeError) as err:
+                raise CorruptFileError(
+                    f"per-epoch test scores {self.path} are corrupt ({err}); delete it and "
+                    f"{checkpoint} to start this run afresh"
+                ) from err
 
     def add(self, epoch: int, score: dict[str, float]) -> None:
         self.scores[epoch] = score
@@ -212,15 +221,18 @@ def run_baseline(
         ``train_seconds`` (training steps only) and ``predict_seconds`` (test set only).
 
     Raises:
-        ValueError: On an unknown method, or OOD inputs for a regression task.
+        ValueError: On an unknown method, data that do not suit the architecture or OOD inputs
+            for a regression task (:func:`amp.experiment.check_run_inputs`), or a checkpoint
+            of another run.
+        amp.io.CorruptFileError: If the checkpoint or its scores file is damaged.
+        baselines.train.DivergenceError: If a training loss is not finite.
     """
     if method not in METHODS:
         raise ValueError(f"invalid method: {method!r} (use one of {', '.join(METHODS)})")
     layers = specs.arch(arch)
+    check_run_inputs(dataset, arch, layers, ood_inputs)
     likelihood = likelihood_of(layers)
     noise_var = None if likelihood.kind == "classification" else likelihood.noise_var
-    if ood_inputs is not None and noise_var is not None:
-        raise ValueError("invalid ood_inputs: OOD predictions need a classification task")
     device = resolve_device(config.device)
     dtype = _DTYPES[config.dtype]
     x_train = dataset.x_train.to(dtype)
@@ -229,19 +241,24 @@ def run_baseline(
     if noise_var is not None:
         y_test = y_test.to(dtype)
     history = _History(checkpoint)
+    y_train = dataset.y_train if noise_var is None else dataset.y_train.to(dtype)
+    train_config = config.train_config(method, checkpoint)
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint, required_keys=("identity", "epoch", "model"))
+        epoch = state["epoch"]
+        _log.info("resuming from %s after epoch %d of %d", checkpoint, epoch, config.epochs)
+        same_run = state["identity"] == _run_identity(layers, x_train, y_train, train_config)
+        if config.evaluate_every_epoch and same_run and epoch not in history.scores:
+            # Killed between the checkpoint and its test score: score the saved weights.
+            model = build_model(layers, dataset.input_shape, dtype=dtype, device=device)
+            model.load_state_dict(state["model"])
+            history.add(epoch, _score(model, x_test, y_test, noise_var))
 
     def after_epoch(model: nn.Module, record: EpochRecord) -> None:
         if config.evaluate_every_epoch:
             history.add(record.epoch, _score(model, x_test, y_test, noise_var))
 
-    y_train = dataset.y_train if noise_var is None else dataset.y_train.to(dtype)
-    result = train(
-        layers,
-        x_train,
-        y_train,
-        config.train_config(method, checkpoint),
-        on_epoch_end=after_epoch,
-    )
+    result = train(layers, x_train, y_train, train_config, on_epoch_end=after_epoch)
     info = {
         "arch": arch,
         "dataset": dataset.name,

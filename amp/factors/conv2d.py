@@ -29,6 +29,8 @@ from amp.gaussian import NatGaussian
 __all__ = [
     "PADDING_MODES",
     "ConvForward",
+    "fold_patches",
+    "positions",
     "pad",
     "pad_adjoint",
     "symmetric_index",
@@ -185,7 +187,11 @@ def to_input(fwd: ConvForward, m_terms: NatGaussian) -> NatGaussian:
     The messages to the patch entries are summed onto the pixels they were copied from
     (``fold``), then the padding's copies are summed back onto their source pixels.
     """
-    m_patches = linear.to_input(fwd.linear, m_terms)
+    return fold_patches(fwd, linear.to_input(fwd.linear, m_terms))
+
+
+def fold_patches(fwd: ConvForward, m_patches: NatGaussian) -> NatGaussian:
+    """Messages to patch entries ``(..., P, C_in·k·k)`` summed onto the input pixels."""
     padded_hw = (fwd.in_shape[-2] + 2 * fwd.padding, fwd.in_shape[-1] + 2 * fwd.padding)
     lead = m_patches.shape[:-2]
 
@@ -195,6 +201,11 @@ def to_input(fwd: ConvForward, m_terms: NatGaussian) -> NatGaussian:
         return image.reshape(*lead, *image.shape[1:])
 
     return NatGaussian(back(m_patches.tau), back(m_patches.rho))
+
+
+def positions(m: NatGaussian) -> NatGaussian:
+    """Messages on the output pixels ``(..., C, H, W)`` as ``(..., P, C)``."""
+    return _to_positions(m)
 
 
 def predict(

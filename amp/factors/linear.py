@@ -222,9 +222,9 @@ class GroupMessages:
     """Backward messages of a group of examples computed by :func:`group_backward`.
 
     Attributes:
-        to_weight: Product over the group's examples of the messages to the weights,
-            ``(*lead, D_in, D_out)``.
-        to_input: Messages to the inputs, ``(*B, D_in)`` (hidden layers), or ``None``.
+        to_weight: Messages to the weights: the product over the group's examples
+            ``(*lead, D_in, D_out)``, or per example ``(*B, G, D_in, D_out)``.
+        to_input: Messages to the inputs, ``(*B, G, P, D_in)`` (hidden layers), or ``None``.
         order: Order ``K`` of the truncated series that was used.
     """
 
@@ -267,61 +267,75 @@ def group_backward(
     m_back: NatGaussian,
     *,
     with_input: bool,
+    per_example: bool = False,
     tolerance: float | None = None,
 ) -> GroupMessages | None:
     """Backward messages of a group of examples by matrix products, without per-term tensors.
 
-    With ``D = 1 + ρ_b σ²_s``, ``c = ρ_b / D`` and ``a = (τ_b − ρ_b μ_s) / D`` per example and
-    output unit, the term messages of :func:`term_messages` are
+    With ``D = 1 + ρ_b σ²_s``, ``c = ρ_b / D`` and ``a = (τ_b − ρ_b μ_s) / D`` per example,
+    position and output unit, the term messages of :func:`term_messages` are
 
         ρ_z = c / (1 − r),   τ_z = (a + c E[x] μ_W) / (1 − r),   r = c V < 1,
 
     where ``V = Var(x_i W_ij) = Var(x_i) E[W_ij²] + E[x_i]² Var(W_ij)`` is a sum of two
-    separable terms. Expanding ``1/(1 − r) = Σ_k r^k`` turns every sum over examples (messages
-    to the weights) and over output units (messages to the inputs) into matrix products of
-    monomials ``Var(x)^m (E[x]²)^j`` and ``E[W²]^m Var(W)^j`` (``m + j = k``). The series is
-    truncated at the order ``K`` where the bound ``U^(K+1)/(1 − U)`` on the relative error
-    (``U ≥ r``) drops below ``tolerance``. A bound per input row, ``U_i = max_n max_j c_nj ·
-    (Var(x_ni) max_j E[W_ij²] + E[x_ni]² max_j Var(W_ij))``, sends the few rows whose ratio is
-    large (an input with a large second moment) to the exact elementwise evaluation, so that
-    the other rows need only an affordable order (:data:`SERIES_TERMS_PER_EXAMPLE`). Applies to
-    fully connected
-    layers whose weights are shared by the group (``w`` of shape ``(*lead, 1, D_in, D_out)``).
+    separable terms. Expanding ``1/(1 − r) = Σ_k r^k`` turns every sum over examples and
+    positions (messages to the weights) and over output units (messages to the inputs) into
+    matrix products of monomials ``Var(x)^m (E[x]²)^j`` and ``E[W²]^m Var(W)^j``
+    (``m + j = k``). The series is truncated at the order ``K`` where the bound
+    ``U^(K+1)/(1 − U)`` on the relative error (``U ≥ r``) drops below ``tolerance``. A bound per
+    input row, ``U_i = max_{n,p} max_j c_npj · (Var(x_npi) max_j E[W_ij²] + E[x_npi]² max_j
+    Var(W_ij))``, sends the few rows whose ratio is large (an input with a large second moment)
+    to the exact elementwise evaluation, so that the other rows need only an affordable order
+    (:data:`SERIES_TERMS_PER_EXAMPLE`). Applies to weights shared by the group (``w`` of shape
+    ``(*lead, 1, D_in, D_out)``), for fully connected layers (one position) and convolutions
+    (one position per output pixel; the weights then multiply over positions).
 
     Args:
-        fwd: Forward pass with one position (``P = 1``).
-        m_back: Messages arriving at the sums, ``(*B, G, 1, D_out)``.
+        fwd: Forward pass, ``P ≥ 1`` positions.
+        m_back: Messages arriving at the sums, ``(*B, G, P, D_out)``.
         with_input: Also compute the messages to the inputs (hidden layers).
+        per_example: Return the messages to the weights per example (multiplied over the
+            positions only), ``(*B, G, D_in, D_out)``, instead of over the whole group.
         tolerance: Allowed relative truncation error; default per dtype.
 
     Returns:
-        The messages, or ``None`` when too many rows would need the exact evaluation (then
-        evaluate the whole layer elementwise).
+        The messages (inputs: ``(*B, G, P, D_in)``), or ``None`` when too many rows would need
+        the exact evaluation (then evaluate the whole layer elementwise).
     """
-    if fwd.x_mean.shape[-2] != 1 or fwd.w_mean.dim() < 3 or fwd.w_mean.shape[-3] != 1:
+    if fwd.w_mean.dim() < 3 or fwd.w_mean.shape[-3] != 1:
         return None
     dtype = fwd.w_mean.dtype
     tol = tolerance if tolerance is not None else SERIES_TOLERANCE[dtype]
-    x = fwd.x_mean[..., 0, :]  # (*B, G, D_in)
-    xv = None if fwd.x_var is None else fwd.x_var[..., 0, :]
     mu, wv = fwd.w_mean.squeeze(-3), fwd.w_var.squeeze(-3)  # (*lead, D_in, D_out)
-    rho_b, tau_b = m_back.rho[..., 0, :], m_back.tau[..., 0, :]  # (*B, G, D_out)
-    den = 1.0 + rho_b * fwd.out_var[..., 0, :]
+    rho_b, tau_b = m_back.rho, m_back.tau  # (*B, G, P, D_out)
+    den = 1.0 + rho_b * fwd.out_var
     c = rho_b / den
-    a = (tau_b - rho_b * fwd.out_mean[..., 0, :]) / den
+    a = (tau_b - rho_b * fwd.out_mean) / den
+    x, xv = fwd.x_mean, fwd.x_var  # (*B, G, P, D_in)
+    g, positions, d_in = x.shape[-3:]
+    if per_example:  # contract over positions; the weights broadcast over the examples
+        mu_s, wv_s = mu.unsqueeze(-3), wv.unsqueeze(-3)
+    else:  # contract over examples and positions together
+        mu_s, wv_s = mu, wv
+        x = x.reshape(*x.shape[:-3], g * positions, d_in)
+        xv = None if xv is None else xv.reshape(*xv.shape[:-3], g * positions, d_in)
+        c = c.reshape(*c.shape[:-3], g * positions, c.shape[-1])
+        a = a.reshape(*a.shape[:-3], g * positions, a.shape[-1])
     ew2 = wv + mu * mu
 
     # bound per input row of r = c (Var(x) E[w²] + E[x]² Var(w))
-    c_max = c.amax(-1, keepdim=True)  # (*B, G, 1)
-    bound = x * x * c_max * wv.amax(-1).unsqueeze(-2)
+    c_max = c.amax(-1, keepdim=True)
+
+    def by_row(t: Tensor) -> Tensor:  # (*lead, D_in) against (..., rows, D_in)
+        return t.reshape(*t.shape[:-1], *([1] * (c_max.dim() - t.dim())), t.shape[-1])
+
+    bound = x * x * c_max * by_row(wv.amax(-1))
     if xv is not None:
-        bound = bound + xv * c_max * ew2.amax(-1).unsqueeze(-2)
-    d_in = x.shape[-1]
+        bound = bound + xv * c_max * by_row(ew2.amax(-1))
     row_bound = bound.reshape(-1, d_in).amax(0)
     if not bool(torch.isfinite(row_bound).all()):
         return None
-    group = m_back.shape[-3]
-    order_max = _affordable_order(group, deterministic=xv is None)
+    order_max = _affordable_order(g, deterministic=xv is None)
     limit = min(SERIES_MAX_RATIO, tol ** (1.0 / (order_max + 1)))
     exact = row_bound > limit
     n_exact = int(exact.sum())
@@ -334,27 +348,29 @@ def group_backward(
     def take_rows(t: Tensor | None, axis: int, index: Tensor) -> Tensor | None:
         return None if t is None else t.index_select(axis, index)
 
-    tau_w = torch.zeros_like(mu)
-    rho_w = torch.zeros_like(mu)
+    w_shape = (*torch.broadcast_shapes(c.shape[:-2], mu_s.shape[:-2]), d_in, mu.shape[-1])
+    if not per_example:
+        w_shape = mu.shape
+    tau_w, rho_w = mu.new_zeros(w_shape), mu.new_zeros(w_shape)
     m_x = None
     if with_input:
-        shape = (*torch.broadcast_shapes(x.shape[:-1], c.shape[:-1]), d_in)
+        shape = (*torch.broadcast_shapes(fwd.x_mean.shape[:-1], m_back.shape[:-1]), d_in)
         m_x = NatGaussian(x.new_zeros(shape), x.new_zeros(shape))
     if rows.numel():
-        series = _series(
+        weights, inputs = _series(
             take_rows(x, -1, rows),
             take_rows(xv, -1, rows),
-            take_rows(mu, -2, rows),
-            take_rows(wv, -2, rows),
+            take_rows(mu_s, -2, rows),
+            take_rows(wv_s, -2, rows),
             c,
             a,
             order,
             with_input,
         )
-        tau_w.index_copy_(-2, rows, series[0].tau)
-        rho_w.index_copy_(-2, rows, series[0].rho)
+        tau_w.index_copy_(-2, rows, weights.tau.expand(*w_shape[:-2], -1, -1))
+        rho_w.index_copy_(-2, rows, weights.rho.expand(*w_shape[:-2], -1, -1))
         if with_input:
-            m_x.put_(-1, rows, series[1])
+            m_x.put_(-1, rows, inputs.reshape(*m_x.shape[:-1], rows.numel()))
     if n_exact:
         idx = torch.nonzero(exact)[:, 0]
         part = LinearForward(
@@ -368,11 +384,13 @@ def group_backward(
             fwd.out_var,
         )
         terms = term_messages(part, m_back)
-        w_part = to_weight(part, terms, reduce_examples=True).take(-3, 0)
-        tau_w.index_copy_(-2, idx, w_part.tau)
-        rho_w.index_copy_(-2, idx, w_part.rho)
+        w_part = to_weight(part, terms, reduce_examples=not per_example)
+        if not per_example:
+            w_part = w_part.take(-3, 0)
+        tau_w.index_copy_(-2, idx, w_part.tau.expand(*w_shape[:-2], -1, -1))
+        rho_w.index_copy_(-2, idx, w_part.rho.expand(*w_shape[:-2], -1, -1))
         if with_input:
-            m_x.put_(-1, idx, to_input(part, terms).take(-2, 0))
+            m_x.put_(-1, idx, to_input(part, terms))
     result = GroupMessages(NatGaussian(tau_w, rho_w), m_x, order)
     if not result.to_weight.is_finite() or (m_x is not None and not m_x.is_finite()):
         return None
@@ -391,19 +409,22 @@ def _series(
 ) -> tuple[NatGaussian, NatGaussian | None]:
     """The truncated series of :func:`group_backward` for the given input rows.
 
+    The sums run over the second-to-last axis (``N``): the examples of the group, or the
+    positions of one example.
+
     Args:
-        x: Input means ``(*B, G, R)`` of the rows.
-        xv: Input variances ``(*B, G, R)``, or ``None`` for a deterministic input.
-        mu: Weight means of the rows ``(*lead, R, D_out)``.
+        x: Input means ``(..., N, R)`` of the rows.
+        xv: Input variances ``(..., N, R)``, or ``None`` for a deterministic input.
+        mu: Weight means of the rows ``(..., R, D_out)``.
         wv: Weight variances of the rows.
-        c: ``ρ_b / (1 + ρ_b σ²_s)``, ``(*B, G, D_out)``.
+        c: ``ρ_b / (1 + ρ_b σ²_s)``, ``(..., N, D_out)``.
         a: ``(τ_b − ρ_b μ_s) / (1 + ρ_b σ²_s)``, same shape.
         order: Order ``K``.
         with_input: Also return the messages to the inputs.
 
     Returns:
-        Product over the group of the messages to the rows' weights ``(*lead, R, D_out)``, and
-        the messages to the rows' inputs ``(*B, G, R)`` or ``None``.
+        The messages to the rows' weights summed over ``N``, ``(..., R, D_out)``, and the
+        messages to the rows' inputs ``(..., N, R)`` or ``None``.
     """
 
     def t(m: Tensor) -> Tensor:
