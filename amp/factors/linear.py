@@ -240,19 +240,35 @@ def _series_order(u: float, tol: float) -> int:
     return max(0, math.ceil(math.log(tol * (1 - u)) / math.log(u)) - 1)
 
 
-SERIES_TERMS_PER_EXAMPLE = 4
-"""The series may use up to this many monomials per example of the group: a monomial costs a
-few passes over the weights, the elementwise evaluation a few dozen passes over the group's
-per-term tensor (examples × weights). Input rows whose ratio bound would need more terms are
-evaluated elementwise instead."""
+SERIES_COST = {"elementwise": 25.0, "weights": 6.0, "inputs": 4.0}
+"""Rough passes over memory per term tensor entry (elementwise evaluation), per weight entry and
+monomial (series, weight side) and per input entry and monomial (series, input side): the series
+is used while it needs fewer monomials than the cost of the elementwise evaluation allows."""
 
 
-def _affordable_order(group: int, *, deterministic: bool) -> int:
-    """Largest series order whose monomials stay within the budget for ``group`` examples."""
-    budget = SERIES_TERMS_PER_EXAMPLE * group
+def _term_budget(rows: int, d_out: int, weight_copies: int) -> float:
+    """Monomials the series may use before it costs more than the elementwise evaluation.
+
+    Args:
+        rows: Examples × positions the messages are summed over.
+        d_out: Output units.
+        weight_copies: Weight-shaped accumulators per monomial (the examples when the weight
+            messages are kept per example, else 1).
+    """
+    cost = SERIES_COST
+    return (
+        cost["elementwise"]
+        * rows
+        * d_out
+        / (cost["weights"] * d_out * weight_copies + cost["inputs"] * rows)
+    )
+
+
+def _affordable_order(budget: float, *, deterministic: bool) -> int:
+    """Largest series order whose monomials fit the budget (-1: none does)."""
     if deterministic:  # monomials E[x]^(2k) only: K + 1 of them
-        return max(1, budget - 1)
-    order = 1
+        return math.floor(budget) - 1
+    order = -1
     while (order + 2) * (order + 3) // 2 <= budget:  # (K + 1)(K + 2) / 2 monomials
         order += 1
     return order
@@ -285,8 +301,8 @@ def group_backward(
     ``U^(K+1)/(1 − U)`` on the relative error (``U ≥ r``) drops below ``tolerance``. A bound per
     input row, ``U_i = max_{n,p} max_j c_npj · (Var(x_npi) max_j E[W_ij²] + E[x_npi]² max_j
     Var(W_ij))``, sends the few rows whose ratio is large (an input with a large second moment)
-    to the exact elementwise evaluation, so that the other rows need only an affordable order
-    (:data:`SERIES_TERMS_PER_EXAMPLE`). Applies to weights shared by the group (``w`` of shape
+    to the exact elementwise evaluation, so that the other rows need only an order the cost model
+    :data:`SERIES_COST` affords. Applies to weights shared by the group (``w`` of shape
     ``(*lead, 1, D_in, D_out)``), for fully connected layers (one position) and convolutions
     (one position per output pixel; the weights then multiply over positions).
 
@@ -335,7 +351,10 @@ def group_backward(
     row_bound = bound.reshape(-1, d_in).amax(0)
     if not bool(torch.isfinite(row_bound).all()):
         return None
-    order_max = _affordable_order(g, deterministic=xv is None)
+    budget = _term_budget(g * positions, mu.shape[-1], g if per_example else 1)
+    order_max = _affordable_order(budget, deterministic=xv is None)
+    if order_max < 0:
+        return None
     limit = min(SERIES_MAX_RATIO, tol ** (1.0 / (order_max + 1)))
     exact = row_bound > limit
     n_exact = int(exact.sum())

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from amp.factors import linear
+from amp.factors import conv2d, linear
 from amp.gaussian import NatGaussian
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 
 
-def random_layer(dtype, *, hidden, lead=(), g=8, d_in=300, d_out=20, seed=0, outlier=False):
+def random_layer(dtype, *, hidden, lead=(), g=8, d_in=600, d_out=20, seed=0, outlier=False):
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -18,10 +18,10 @@ def random_layer(dtype, *, hidden, lead=(), g=8, d_in=300, d_out=20, seed=0, out
     def randn(*shape):
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    x = randn(*lead, g, 1, d_in) * 0.8
+    x = randn(*lead, g, 1, d_in) * 0.6
     if outlier:  # one input with a large second moment: its rows need the exact evaluation
         x[..., 3] = 30.0
-    x_var = rand(*lead, g, 1, d_in) * 0.2 if hidden else None
+    x_var = rand(*lead, g, 1, d_in) * 0.1 if hidden else None
     w = NatGaussian.from_moments(
         randn(*lead, 1, d_in, d_out) * 0.1, rand(*lead, 1, d_in, d_out) * 0.004 + 0.001
     )
@@ -84,3 +84,39 @@ def test_weights_per_example_are_not_for_the_series():
         fwd.out_var,
     )
     assert linear.group_backward(per_example, m_back, with_input=False) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("per_example", [False, True])
+def test_series_equals_elementwise_messages_of_a_convolution(dtype, hidden, per_example):
+    # the rows of a convolution are (example, position) pairs sharing one kernel
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 1, 10, 10, generator=gen, dtype=torch.float64).to(dtype)
+    x_var = torch.rand(6, 1, 10, 10, generator=gen, dtype=torch.float64).to(dtype) * 0.2
+    w = NatGaussian.from_moments(
+        torch.randn(1, 9, 32, generator=gen, dtype=torch.float64) * 0.2,
+        torch.rand(1, 9, 32, generator=gen, dtype=torch.float64) * 0.002 + 0.001,
+    ).to(dtype)
+    b = NatGaussian.from_moments(torch.zeros(1, 32), torch.full((1, 32), 0.5)).to(dtype)
+    fwd = conv2d.to_output(x, x_var if hidden else None, w, b, kernel_size=3, padding=1)
+    m_back = NatGaussian.from_moments(
+        torch.randn(6, 32, 10, 10, generator=gen, dtype=torch.float64),
+        torch.rand(6, 32, 10, 10, generator=gen, dtype=torch.float64) + 0.5,
+    ).to(dtype)
+    fast = linear.group_backward(
+        fwd.linear, conv2d.positions(m_back), with_input=hidden, per_example=per_example
+    )
+    assert fast is not None
+    terms = conv2d.term_messages(fwd, m_back)
+    ref_w = conv2d.to_weight(fwd, terms, reduce_examples=not per_example)
+    if not per_example:
+        ref_w = ref_w.take(-3, 0)
+    tol = TOLERANCE[dtype]
+    assert relative_error(fast.to_weight.tau, ref_w.tau) < tol
+    assert relative_error(fast.to_weight.rho, ref_w.rho) < tol
+    if hidden:
+        ref_x = conv2d.to_input(fwd, terms)
+        got_x = conv2d.fold_patches(fwd, fast.to_input)
+        assert relative_error(got_x.tau, ref_x.tau) < tol
+        assert relative_error(got_x.rho, ref_x.rho) < tol
