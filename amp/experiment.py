@@ -13,6 +13,7 @@ data set that does not fit the architecture, unnormalised inputs
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class MPConfig:
         iterations: Sweeps per batch visit; ``None`` for ``ceil(epoch / 2)``.
         dtype: ``"float64"`` (reference) or ``"float32"``.
         store_dtype: Dtype of the batch message store; ``None`` for ``dtype``.
+        store_on_disk: Keep the batch message store in memory-mapped files (next to the
+            checkpoint, or in a temporary directory) instead of memory: for networks whose
+            store does not fit (``mlp5m``: 21 GB in float32 on 60,000 examples).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         seed: Seed of the prior means and of the shuffling.
         evaluate_every_epoch: Score the test set after every epoch (not counted as training time).
@@ -57,6 +61,7 @@ class MPConfig:
     iterations: int | None = None
     dtype: str = "float64"
     store_dtype: str | None = None
+    store_on_disk: bool = False
     device: str = "cpu"
     seed: int = 0
     evaluate_every_epoch: bool = True
@@ -202,8 +207,16 @@ def run_mp(
     y_test = dataset.y_test.to(device)
 
     net = Network(layers, dataset.input_shape, seed=config.seed, dtype=dtype, device=device)
+    store_dir, scratch = None, None
+    if config.store_on_disk and checkpoint is not None:
+        store_dir = Path(checkpoint).parent / "message_store"
+    elif config.store_on_disk:
+        scratch = tempfile.TemporaryDirectory(prefix="amp-message-store-")
+        store_dir = Path(scratch.name)
     if checkpoint is not None and Path(checkpoint).exists():
-        trainer = Trainer.load(checkpoint, device=device, progress=config.progress)
+        trainer = Trainer.load(
+            checkpoint, device=device, store_dir=store_dir, progress=config.progress
+        )
         differ = _checkpoint_differences(trainer, net, config, store_dtype, len(dataset.x_train))
         differ += ["epochs"] if trainer.epoch > config.epochs else []
         if differ:
@@ -220,6 +233,7 @@ def run_mp(
             group_size=config.group_size,
             iterations=config.iterations,
             store_dtype=store_dtype,
+            store_dir=store_dir,
             seed=config.seed + 1,
             progress=config.progress,
         )
@@ -261,4 +275,6 @@ def run_mp(
         "predict_seconds": predict_seconds,
     }
     info.update(metadata or {})
+    if scratch is not None:
+        scratch.cleanup()
     return Predictions(**{k: v.cpu() for k, v in fields.items()}, metadata=info)
