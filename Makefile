@@ -21,7 +21,7 @@ SNAKEMAKE := $(BIN)/python -m snakemake
 HAVE_FASHION := $(BIN)/python -c "from amp.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1)"
 GET_FASHION := $(BIN)/python -c "from amp.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1, download=True)"
 
-.PHONY: help venv data test test-slow all ci ci-pipeline lint format dryrun report clean
+.PHONY: help venv data test test-slow all ci ci-pipeline gpu-check bench lint format dryrun report clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CORES=$(CORES)] [CONFIG=$(CONFIG)]"
@@ -67,6 +67,13 @@ ci: $(STAMP) data ## what CI runs after set-up: tests, slow tests, CI pipeline a
 	$(BIN)/pytest -q -m "not slow"
 	$(BIN)/pytest -q -m slow --deselect tests/workflow/test_pipeline.py::test_ci_configuration_end_to_end
 	$(MAKE) --no-print-directory ci-pipeline
+
+bench: $(STAMP) ## speed and memory of MP, AdamW and IVON on this CPU (reports/bench_cpu.md)
+	$(BIN)/python -m amp.bench --device cpu --threads $(CORES) --out reports
+
+gpu-check: $(STAMP) ## on a CUDA machine: the GPU tests, then the benchmark (reports/bench_cuda.md)
+	$(BIN)/pytest -q -m gpu 2>&1 | tee reports/gpu_tests.log
+	$(BIN)/python -m amp.bench --device cuda --threads 8 --out reports 2>&1 | tee reports/bench_cuda.log
 
 lint: $(STAMP) ## ruff (lint and format check) and snakemake --lint
 	$(BIN)/ruff check .
