@@ -56,7 +56,7 @@ test-slow: $(STAMP) ## run only the slow tests (Monte Carlo checks, a whole CI p
 	$(BIN)/pytest -q -m slow
 
 all: $(STAMP) data ## set up and run the default pipeline (about 10 minutes on 2 cores)
-	$(SNAKEMAKE) --cores $(CORES) --configfile $(CONFIG) all
+	$(SNAKEMAKE) all --cores $(CORES) --configfile $(CONFIG)
 
 ci-pipeline: $(STAMP) ## the CI configuration end to end, its HTML report and the metric gate
 	$(SNAKEMAKE) --cores $(CORES) --configfile $(CI_CONFIG) --show-failed-logs all

@@ -46,6 +46,28 @@ def test_lint_is_clean():
     assert "Lints for" not in result.stdout + result.stderr
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_makefile_pipeline_commands_parse():
+    """Every Snakemake command of `make all` and `make ci-pipeline` works as a dry run.
+
+    (``--configfile`` takes several files: a target written after it is read as a file.)
+    """
+    printed = subprocess.run(
+        ["make", "-n", "--no-print-directory", "all", "ci-pipeline"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    commands = [line for line in printed.splitlines() if "-m snakemake" in line]
+    runs = [c for c in commands if "--report" not in c]
+    assert len(runs) == 2, commands
+    for command in runs:
+        args = command.split("-m snakemake", 1)[1].split()
+        result = snakemake(*args, "--dry-run")
+        assert result.returncode == 0, f"{command}\n{result.stderr[-2000:]}"
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_dry_run(name):
     """Every configuration builds its DAG without data (paper.yaml needs CIFAR-10 and a GPU)."""
