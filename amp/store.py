@@ -6,13 +6,16 @@ processed again. It holds ``num_batches × parameters × 2`` numbers, which for 
 not fit in memory; two backends share one interface:
 
 * ``"memory"`` — two tensors ``(num_batches, *shape)``;
-* ``"disk"`` — two memory-mapped files, so only the pages in use occupy RAM.
+* ``"disk"`` — two memory-mapped files. The pages of a batch are released from the process
+  as soon as the batch has been read or written, so the process holds only the batch in use;
+  the operating system's page cache keeps recently used pages as long as RAM is free.
 
 Either can store float32 to halve the size (messages are converted on the way in and out).
 """
 
 from __future__ import annotations
 
+import mmap
 import shutil
 from pathlib import Path
 
@@ -86,13 +89,34 @@ class MessageStore:
 
     def get(self, batch: int) -> NatGaussian:
         """The stored message of one batch, in the compute dtype and device."""
-        kw = {"dtype": self.compute_dtype, "device": self.device}
-        return NatGaussian(self._tau[batch].to(**kw), self._rho[batch].to(**kw))
+        # a disk-backed message is copied out of the mapping, whose pages are released
+        kw = {"dtype": self.compute_dtype, "device": self.device, "copy": bool(self._maps)}
+        message = NatGaussian(self._tau[batch].to(**kw), self._rho[batch].to(**kw))
+        self._release(batch, batch + 1)
+        return message
 
     def set(self, batch: int, message: NatGaussian) -> None:
         """Replace the stored message of one batch."""
         self._tau[batch].copy_(message.tau)
         self._rho[batch].copy_(message.rho)
+        self._release(batch, batch + 1)
+
+    def _release(self, start: int, stop: int) -> None:
+        """Unmap the pages of batches ``start:stop`` from the process (disk backend).
+
+        The file mappings are shared, so written numbers stay in the page cache and reach the
+        file; the next access maps them again. Without this every batch visited in an epoch
+        would stay mapped, and the process would hold the whole store.
+        """
+        if not self._maps or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        for array in self._maps:
+            per_batch = array[0].nbytes
+            base = array.offset % mmap.ALLOCATIONGRANULARITY  # where the data start in the map
+            begin = base + start * per_batch
+            begin -= begin % mmap.PAGESIZE
+            end = min(base + stop * per_batch, len(array._mmap))
+            array._mmap.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
     def total(self) -> NatGaussian:
         """Product of all stored messages (sum of natural parameters), in the compute dtype."""
@@ -103,6 +127,7 @@ class MessageStore:
             stop = min(start + _SUM_CHUNK, self.num_batches)
             tau += self._tau[start:stop].to(**kw).sum(0)
             rho += self._rho[start:stop].to(**kw).sum(0)
+            self._release(start, stop)
         return NatGaussian(tau, rho)
 
     def flush(self) -> None:
