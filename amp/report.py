@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from amp.io import write_json, write_text
+from amp.io import CorruptFileError, write_json, write_text
 from amp.predictions import Predictions
 
 __all__ = [
@@ -207,15 +207,31 @@ def run_record(
     }
 
 
+def _read_record(path: str | os.PathLike, keys: Sequence[str]) -> dict:
+    """A JSON object with at least ``keys``; a damaged file is named with the way to redo it."""
+    try:
+        record = json.loads(Path(path).read_text())
+        missing = [key for key in keys if key not in record]
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        missing, record = [f"valid JSON ({err})"], None
+    if missing:
+        raise CorruptFileError(
+            f"{path} is damaged or not written by this version (lacks {missing}); delete it "
+            "and rerun the pipeline, which recreates it"
+        )
+    return record
+
+
 def load_runs(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per run from ``metrics.json`` files: identity, metrics and timings as columns.
 
     Raises:
         ValueError: If no path is given.
+        amp.io.CorruptFileError: If a file is damaged (named in the message).
     """
     rows = []
     for path in paths:
-        record = json.loads(Path(path).read_text())
+        record = _read_record(path, (*KEYS, "seed", "metrics", "timing"))
         row = {key: record[key] for key in (*KEYS, "seed")}
         row.update(record["metrics"])
         row.update(record["timing"])
@@ -376,8 +392,12 @@ def write_summary(
 
 
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:
-    """The aggregate written by :func:`write_summary`, as a data frame (missing values NaN)."""
-    rows = json.loads(Path(path).read_text())["aggregate"]
+    """The aggregate written by :func:`write_summary`, as a data frame (missing values NaN).
+
+    Raises:
+        amp.io.CorruptFileError: If the file is damaged.
+    """
+    rows = _read_record(path, ("aggregate",))["aggregate"]
     return pd.DataFrame(rows).apply(
         lambda col: col if col.name in (*KEYS,) else pd.to_numeric(col, errors="coerce")
     )

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from amp import figures, report
+from amp.io import CorruptFileError
 from amp.metrics import classification_metrics
 from amp.predictions import Predictions
 
@@ -109,6 +110,16 @@ def test_summary_round_trip(tmp_path):
     assert back.loc["mp", "accuracy_mean"] == pytest.approx(0.82)
     assert math.isnan(back.loc["ivon_mean", "accuracy_se"])
     assert pd.read_csv(tmp_path / "s.csv").shape[0] == 3
+
+
+@pytest.mark.parametrize("content", ['{"method": "mp", "metr', '{"method": "mp"}', "[1, 2]"])
+def test_damaged_metrics_and_summary_files_are_named(tmp_path, content):
+    path = tmp_path / "metrics.json"
+    path.write_text(content)
+    with pytest.raises(CorruptFileError, match=f"{path} is damaged .* delete it and rerun"):
+        report.load_runs([path])
+    with pytest.raises(CorruptFileError, match=f"{path} is damaged"):
+        report.read_summary(path)
 
 
 def test_render_table_orders_methods_and_defines_every_column():
