@@ -167,13 +167,30 @@ def _coverage(_: pd.DataFrame, test: Mapping[str, Any], evidence: Mapping[str, A
     corr = float(study["correlation"])
     floor = float(test.get("min_correlation", 0.8))
     ok = corr >= floor
+    criterion = f"correlation ≥ {floor}: {ok}"
     ours = f"correlation {corr:.3f}"
-    if "median_coverage" in study:
+    medians = study.get("median_coverage", {})
+    if medians:
         ours += "; median coverage " + "; ".join(
             f"{region}: " + "/".join(f"{v:.0%}" for v in values)
-            for region, values in study["median_coverage"].items()
+            for region, values in medians.items()
         )
-    return Finding(ours, REPRODUCED if ok else NOT_REPRODUCED, f"correlation ≥ {floor}: {ok}")
+    paper = test.get("paper_medians")
+    if paper and medians:
+        # the medians must come within `median_tolerance` of the paper's at every band
+        tolerance = float(test.get("median_tolerance", 0.1))
+        short = max(
+            p - v
+            for region, ref in paper.items()
+            for p, v in zip(ref, medians[region], strict=True)
+        )
+        close = short <= tolerance
+        criterion += (
+            f"; every median coverage at most {tolerance:.0%} below the paper's: {close} "
+            f"(largest shortfall {short:.0%})"
+        )
+        ok = ok and close
+    return Finding(ours, REPRODUCED if ok else NOT_REPRODUCED, criterion)
 
 
 def _finish(

@@ -95,6 +95,29 @@ def test_coverage_claim_reads_evidence():
     assert low.verdict == claims.NOT_REPRODUCED
 
 
+def test_coverage_claim_needs_the_medians_too_when_the_paper_gives_them():
+    test = {
+        "kind": "coverage",
+        "min_correlation": 0.8,
+        "paper_medians": {"x<-10": [0.61, 0.86, 0.93], "x>10": [0.36, 0.68, 0.90]},
+        "median_tolerance": 0.1,
+    }
+    evaluate = claims.EVALUATORS["coverage"]
+    close = {"x<-10": [0.55, 0.80, 0.95], "x>10": [0.30, 0.70, 0.85]}
+    found = evaluate(
+        pd.DataFrame(), test, {"coverage": {"correlation": 0.9, "median_coverage": close}}
+    )
+    assert found.verdict == claims.REPRODUCED
+    assert "largest shortfall 6%" in found.reason
+    under = {"x<-10": [0.21, 0.63, 0.87], "x>10": [0.30, 0.49, 0.68]}
+    found = evaluate(
+        pd.DataFrame(), test, {"coverage": {"correlation": 0.9, "median_coverage": under}}
+    )
+    assert found.verdict == claims.NOT_REPRODUCED
+    assert "correlation ≥ 0.8: True" in found.reason
+    assert "largest shortfall 40%" in found.reason
+
+
 def test_protocol_differences():
     paper = {"epochs": 25, "dataset": "cifar10", "device": "cuda"}
     ours = {"epochs": 3, "dataset": "cifar10"}
