@@ -55,7 +55,7 @@ test: $(STAMP) ## run the tests (without the slow ones; CI runs those too)
 test-slow: $(STAMP) ## run only the slow tests (Monte Carlo checks, a whole CI pipeline run)
 	$(BIN)/pytest -q -m slow
 
-all: $(STAMP) data ## set up and run the default pipeline (about 10 minutes on 2 cores)
+all: $(STAMP) data ## set up and run the default pipeline (about 15 minutes on 2 cores)
 	$(SNAKEMAKE) all --cores $(CORES) --configfile $(CONFIG)
 
 ci-pipeline: $(STAMP) ## the CI configuration end to end, its HTML report and the metric gate
