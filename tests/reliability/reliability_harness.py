@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -309,15 +308,6 @@ def kill_group(process: subprocess.Popen) -> int:
 
 
 # ------------------------------------------------------------------------------ pipeline
-def copy_workflow(destination: Path) -> Path:
-    """The Snakefile, workflow and configurations in ``destination`` (results go there too)."""
-    for name in ("Snakefile", "environment.yml"):
-        shutil.copy(REPO / name, destination / name)
-    for name in ("workflow", "configs"):
-        shutil.copytree(REPO / name, destination / name)
-    return destination
-
-
 def tiny_config(methods: list[str], *, subset: int = 600, epochs: int = 3) -> dict:
     """``configs/ci.yaml`` shrunk: a few hundred images, a few epochs, one seed."""
     import yaml
@@ -329,11 +319,6 @@ def tiny_config(methods: list[str], *, subset: int = 600, epochs: int = 3) -> di
     experiment["ood"]["subset"] = 200
     config["methods"]["ivon"]["test_samples"] = 10
     return config
-
-
-def snakemake_command(*args: str) -> list[str]:
-    """Snakemake through this interpreter (the one with the project installed)."""
-    return [sys.executable, "-m", "snakemake", *args]
 
 
 if __name__ == "__main__":

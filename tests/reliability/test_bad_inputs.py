@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from reliability_harness import copy_workflow, snakemake_command
+from pipeline_harness import copy_workflow, snakemake_command
 
 from amp import metrics, specs
 from amp.data import INPUT_ABS_LIMIT, DataError, Dataset, check_input_scale, make_sine

@@ -16,19 +16,23 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from pipeline_harness import (
+    copy_workflow,
+    fashion_mnist_available,
+    run_snakemake,
+    snakemake_command,
+)
 from reliability_harness import (
     EPOCHS,
     STEPS_PER_EPOCH,
-    copy_workflow,
     kill_group,
     run_child,
-    snakemake_command,
     start_child,
     tiny_config,
     wait_for,
 )
 
-from amp.data import DatasetNotFoundError, load_dataset, make_sine
+from amp.data import make_sine
 from amp.experiment import MPConfig, run_mp
 from amp.io import load_checkpoint
 from amp.predictions import Predictions
@@ -118,25 +122,6 @@ def test_mp_refuses_to_resume_the_checkpoint_of_another_run(change, differs, tmp
 
 
 # ------------------------------------------------------------------------------ pipeline
-def fashion_mnist_available():
-    try:
-        load_dataset("fashion_mnist", subset=10, test_subset=10)
-    except DatasetNotFoundError:
-        return False
-    return True
-
-
-def run_snakemake(work, *args, timeout=900):
-    return subprocess.run(
-        snakemake_command(*args),
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def comparable(record):
     """A metrics.json record without its timings: ``timing`` and ``history[*].seconds``."""
     out = {k: v for k, v in record.items() if k != "timing"}
@@ -181,9 +166,9 @@ def test_killed_pipeline_resumes_the_training_job(tmp_path):
 
     # After a kill Snakemake's lock remains: `--unlock` first (Snakemake's own advice); a job
     # killed while writing its outputs would also need `--rerun-incomplete`.
-    unlock = run_snakemake(work, "--unlock", "--configfile", "tiny.yaml")
+    unlock = run_snakemake("--unlock", "--configfile", "tiny.yaml", cwd=work, timeout=900)
     assert unlock.returncode == 0, unlock.stderr[-3000:]
-    again = run_snakemake(work, *args, "--rerun-incomplete")
+    again = run_snakemake(*args, "--rerun-incomplete", cwd=work, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
 
     log = work / config["paths"]["logs"] / "train_mp" / "fashion_mnist" / "mlp" / "seed0.log"
@@ -194,7 +179,7 @@ def test_killed_pipeline_resumes_the_training_job(tmp_path):
     assert final.history[: at_kill.epoch] == at_kill.history  # timings too: not trained again
 
     reference = tmp_path / "reference"
-    full = run_snakemake(reference, *args)
+    full = run_snakemake(*args, cwd=reference, timeout=900)
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     killed_results = results["killed"]
     metrics = sorted(p.relative_to(killed_results) for p in killed_results.rglob("metrics.json"))

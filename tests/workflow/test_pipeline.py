@@ -4,24 +4,13 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_harness import REPO, copy_workflow, fashion_mnist_available
+from pipeline_harness import run_snakemake as snakemake
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIGS = ["default", "ci", "paper"]
-
-
-def snakemake(*args, cwd=REPO, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def job_counts(output):
@@ -126,24 +115,6 @@ def test_bad_configuration_is_rejected_naming_the_key(tmp_path, edit, message):
     result = snakemake("-n", "--configfile", str(path))
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
-
-
-def copy_workflow(destination):
-    for name in ("Snakefile", "environment.yml"):
-        shutil.copy(REPO / name, destination / name)
-    for name in ("workflow", "configs"):
-        shutil.copytree(REPO / name, destination / name)
-    return destination
-
-
-def fashion_mnist_available():
-    from amp.data import DatasetNotFoundError, load_dataset
-
-    try:
-        load_dataset("fashion_mnist", subset=10, test_subset=10)
-    except DatasetNotFoundError:
-        return False
-    return True
 
 
 @pytest.mark.slow
