@@ -47,20 +47,25 @@ def test_check_status_depends_on_direction(direction, actual, status):
     assert result.failed == (status in ("REGRESSED", "MISSING"))
 
 
-def test_gate_fails_on_regression_and_names_the_metric(tmp_path, capsys):
-    summary = write_fake_summary(
-        tmp_path / "summary.json",
-        [row(accuracy=(0.75, None), nll=(0.70, None))],
-        tmp_path,
-    )
-    reference = tmp_path / "reference.yaml"
+def write_mp_reference(path):
+    """Reference: MP accuracy 0.80 ± 0.02 (higher is better), NLL 0.69 ± 0.05 (lower)."""
     runs = {
         "fashion_mnist/mlp/mp": {
             "accuracy": {"value": 0.80, "tolerance": 0.02, "direction": "higher"},
             "nll": {"value": 0.69, "tolerance": 0.05, "direction": "lower"},
         }
     }
-    reference.write_text(yaml.safe_dump({"runs": runs}))
+    path.write_text(yaml.safe_dump({"runs": runs}))
+    return path
+
+
+def test_gate_fails_on_regression_and_names_the_metric(tmp_path, capsys):
+    summary = write_fake_summary(
+        tmp_path / "summary.json",
+        [row(accuracy=(0.75, None), nll=(0.70, None))],
+        tmp_path,
+    )
+    reference = write_mp_reference(tmp_path / "reference.yaml")
     assert gate.main(["--summary", str(summary), "--reference", str(reference)]) == 1
     out = capsys.readouterr().out
     assert "GATE FAILED" in out
@@ -72,14 +77,7 @@ def test_gate_passes_within_tolerance(tmp_path, capsys):
     summary = write_fake_summary(
         tmp_path / "summary.json", [row(accuracy=(0.79, None), nll=(0.72, None))], tmp_path
     )
-    reference = tmp_path / "reference.yaml"
-    runs = {
-        "fashion_mnist/mlp/mp": {
-            "accuracy": {"value": 0.80, "tolerance": 0.02, "direction": "higher"},
-            "nll": {"value": 0.69, "tolerance": 0.05, "direction": "lower"},
-        }
-    }
-    reference.write_text(yaml.safe_dump({"runs": runs}))
+    reference = write_mp_reference(tmp_path / "reference.yaml")
     assert gate.main(["--summary", str(summary), "--reference", str(reference)]) == 0
     assert "GATE PASSED: 2 metric(s)" in capsys.readouterr().out
 
