@@ -431,24 +431,24 @@ class WeightLayer:
         ex = self.ex
         factor = conv2d if self.is_conv else linear
         cavity_w, cavity_b = self._group_cavity(group)
+        mean_w, mean_b = cavity_w.mean, cavity_b.mean
         if not self.is_conv:
             m_back, target = joint_innovations(fwd, m_back)
             new_w, m_x = self._messages(fwd, m_back, per_example=False)
             new_w = new_w.sum(ex, keepdim=True)
             new_b = factor.to_bias(fwd, m_back, reduce_examples=True)
             # calibrate: the absorbed update's shift of the pre-activations against the joint one
-            shift_w = cavity_w.mul(new_w).mean - cavity_w.mean
-            shift_b = cavity_b.mul(new_b).mean - cavity_b.mean
+            shift_w = cavity_w.mul(new_w).mean - mean_w
+            shift_b = cavity_b.mul(new_b).mean - mean_b
             achieved = fwd.x_mean @ shift_w + shift_b.unsqueeze(-2)
             scale = least_squares_scale(target, achieved, ex, upper=CALIBRATION_LIMIT)
-            new_w = _scale_mean_shift(new_w, cavity_w.mean, scale.unsqueeze(-2))
-            new_b = _scale_mean_shift(new_b, cavity_b.mean, scale)
         else:
             new_w, m_x = self._messages(fwd, m_back, per_example=True)
             new_b = factor.to_bias(fwd, m_back, reduce_examples=False)
-            scale = self._scale_factors(fwd, cavity_w, cavity_b, new_w, new_b)
-            new_w = _scale_mean_shift(new_w, cavity_w.mean, scale.unsqueeze(-2))
-            new_b = _scale_mean_shift(new_b, cavity_b.mean, scale)
+            scale = self._scale_factors(fwd, (cavity_w, mean_w), (cavity_b, mean_b), new_w, new_b)
+        new_w = _scale_mean_shift(new_w, mean_w, scale.unsqueeze(-2))
+        new_b = _scale_mean_shift(new_b, mean_b, scale)
+        if self.is_conv:
             new_w, new_b = new_w.sum(ex, keepdim=True), new_b.sum(ex, keepdim=True)
         site = torch.tensor([group.index], device=self.device)
         for new, cavity, name, total, store in (
@@ -466,8 +466,8 @@ class WeightLayer:
     def _scale_factors(
         self,
         fwd: conv2d.ConvForward,
-        cavity_w: NatGaussian,
-        cavity_b: NatGaussian,
+        cavity_w: tuple[NatGaussian, Tensor],
+        cavity_b: tuple[NatGaussian, Tensor],
         new_w: NatGaussian,
         new_b: NatGaussian,
     ) -> Tensor:
@@ -484,8 +484,8 @@ class WeightLayer:
 
         Args:
             fwd: Forward pass of the group.
-            cavity_w: Weight cavity of the group, ``(*lead, 1, J, C_out)``.
-            cavity_b: Bias cavity, ``(*lead, 1, C_out)``.
+            cavity_w: Weight cavity of the group, ``(*lead, 1, J, C_out)``, and its means.
+            cavity_b: Bias cavity, ``(*lead, 1, C_out)``, and its means.
             new_w: Per-example weight messages, ``(*lead, G, J, C_out)``.
             new_b: Per-example bias messages, ``(*lead, G, C_out)``.
 
@@ -494,9 +494,10 @@ class WeightLayer:
         """
         ex = self.ex
 
-        def shifts(cavity: NatGaussian, new: NatGaussian) -> tuple[Tensor, Tensor]:
-            own = cavity.mul(new).mean - cavity.mean
-            total = cavity.mul(new.sum(ex, keepdim=True)).mean - cavity.mean
+        def shifts(cavity: tuple[NatGaussian, Tensor], new: NatGaussian) -> tuple[Tensor, Tensor]:
+            q, mean = cavity
+            own = q.mul(new).mean - mean
+            total = q.mul(new.sum(ex, keepdim=True)).mean - mean
             return own, total
 
         own_w, tot_w = shifts(cavity_w, new_w)
