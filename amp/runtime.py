@@ -6,7 +6,24 @@ import time
 
 import torch
 
-__all__ = ["Stopwatch", "resolve_device", "synchronize"]
+__all__ = ["DTYPES", "Stopwatch", "resolve_dtype", "resolve_device", "synchronize"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+"""The floating-point types a run may ask for by name (configuration files, checkpoints)."""
+
+
+def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+    """Turn ``"float32"`` or ``"float64"`` (or a torch dtype of those) into the torch dtype.
+
+    Raises:
+        ValueError: If the name is not one of :data:`DTYPES`.
+    """
+    if isinstance(name, torch.dtype) and name in DTYPES.values():
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"invalid dtype: {name!r} (use one of {', '.join(DTYPES)})")
+    return DTYPES[name]
+
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
