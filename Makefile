@@ -18,8 +18,8 @@ CI_REFERENCE := configs/ci_reference.yaml
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(BIN)/python -m snakemake
 # Loads Fashion-MNIST through the project's own loader (local dirs, then the Debian package's).
-HAVE_FASHION := $(BIN)/python -c "from amp.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1)"
-GET_FASHION := $(BIN)/python -c "from amp.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1, download=True)"
+HAVE_FASHION := $(BIN)/python -c "from harness.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1)"
+GET_FASHION := $(BIN)/python -c "from harness.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1, download=True)"
 
 .PHONY: help venv data test test-slow all ci ci-pipeline gpu-check bench lint format dryrun report clean
 
@@ -61,7 +61,7 @@ all: $(STAMP) data ## set up and run the default pipeline (about 15 minutes on 2
 ci-pipeline: $(STAMP) ## the CI configuration end to end, its HTML report and the metric gate
 	$(SNAKEMAKE) --cores $(CORES) --configfile $(CI_CONFIG) --show-failed-logs all
 	$(SNAKEMAKE) --configfile $(CI_CONFIG) --report results/ci/report.html
-	$(BIN)/python -m amp.gate --summary $(CI_SUMMARY) --reference $(CI_REFERENCE)
+	$(BIN)/python -m harness.gate --summary $(CI_SUMMARY) --reference $(CI_REFERENCE)
 
 ci: $(STAMP) data ## what CI runs after set-up: tests, slow tests, CI pipeline and gate
 	$(BIN)/pytest -q -m "not slow"
@@ -69,11 +69,11 @@ ci: $(STAMP) data ## what CI runs after set-up: tests, slow tests, CI pipeline a
 	$(MAKE) --no-print-directory ci-pipeline
 
 bench: $(STAMP) ## speed and memory of MP, AdamW and IVON on this CPU (reports/bench_cpu.md)
-	$(BIN)/python -m amp.bench --device cpu --threads $(CORES) --out reports
+	$(BIN)/python -m harness.bench --device cpu --threads $(CORES) --out reports
 
 gpu-check: $(STAMP) ## on a CUDA machine: the GPU tests, then the benchmark (reports/bench_cuda.md)
 	$(BIN)/pytest -q -m gpu 2>&1 | tee reports/gpu_tests.log
-	$(BIN)/python -m amp.bench --device cuda --threads 8 --out reports 2>&1 | tee reports/bench_cuda.log
+	$(BIN)/python -m harness.bench --device cuda --threads 8 --out reports 2>&1 | tee reports/bench_cuda.log
 
 lint: $(STAMP) ## ruff (lint and format check) and snakemake --lint
 	$(BIN)/ruff check .

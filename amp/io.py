@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +21,7 @@ import torch
 __all__ = [
     "CorruptFileError",
     "atomic_open",
+    "identity_differences",
     "load_checkpoint",
     "save_checkpoint",
     "write_json",
@@ -39,6 +40,23 @@ _FILE_MODE = _umask_mode()
 
 class CorruptFileError(RuntimeError):
     """A file exists but cannot be read back (truncated, corrupt or of the wrong kind)."""
+
+
+def identity_differences(wanted: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
+    """The keys on which a saved run's identity and the requested run's differ.
+
+    The one check behind every resume: a checkpoint is continued only when this list is empty;
+    otherwise the caller names the keys in its error or warning. A key present on one side only
+    counts as a difference.
+
+    Args:
+        wanted: What the run about to start is (settings, layers, data shapes, ...).
+        found: What the saved state says it was.
+
+    Returns:
+        The differing keys, sorted.
+    """
+    return sorted(key for key in wanted.keys() | found.keys() if wanted.get(key) != found.get(key))
 
 
 @contextlib.contextmanager

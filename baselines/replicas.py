@@ -38,31 +38,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from baselines.models import SymmetricPad2d
-from baselines.train import TrainConfig
 
 __all__ = [
-    "COVERAGE_ADAMW_EPOCHS",
-    "COVERAGE_ADAMW_LR",
-    "COVERAGE_BATCH_SIZE",
-    "COVERAGE_CHECKPOINT_EVERY",
-    "COVERAGE_IVON_BETA2",
-    "COVERAGE_IVON_EPOCHS",
-    "COVERAGE_IVON_HESS_INIT",
-    "COVERAGE_IVON_LR",
-    "COVERAGE_NETWORKS",
     "ReplicatedConv2d",
     "ReplicatedLinear",
     "ReplicatedMaxPool2d",
     "ReplicatedSequential",
     "check_replicas",
-    "coverage_config",
     "stack_models",
     "unstack_model",
 ]
@@ -339,100 +327,3 @@ def unstack_model(model: ReplicatedSequential, index: int) -> nn.Sequential:
     single.to_empty(device=parameter.device).to(parameter.dtype)
     single.load_state_dict({key: value[index] for key, value in model.state_dict().items()})
     return single
-
-
-# ---- baselines of the synthetic coverage study ---------------------------------------------------
-
-COVERAGE_NETWORKS = 100
-"""Independently initialised networks per method (algorithm spec F.2)."""
-COVERAGE_BATCH_SIZE = 200
-"""One full batch of the 200 training points of ``amp.data.make_sine()`` (spec F.2: batch 200)."""
-COVERAGE_ADAMW_LR = 1e-2
-"""AdamW learning rate, chosen by measurement: in 1000 steps 3e-3 fits the noise-free function to
-a median RMSE of 0.034, 1e-2 to 0.019, 3e-2 to 0.016 but with a worse worst network."""
-COVERAGE_ADAMW_EPOCHS = 1000
-"""AdamW full-batch steps: the fit to the noise-free function stops improving much beyond this
-(median RMSE 0.040 at 500, 0.019 at 1000, 0.016 at 2000 steps)."""
-COVERAGE_IVON_LR = 3e-3
-"""IVON learning rate. With ``rescale_lr`` the first steps move by ``lr * gradient``, and the
-Gaussian NLL's factor ``1 / 0.05**2 = 400`` makes 1e-2 unstable at ``hess_init`` 10 (divergence
-at ``beta2`` 0.999; one network of 100 at held-out RMSE 0.46 at 0.99)."""
-COVERAGE_IVON_HESS_INIT = 10.0
-"""IVON's initial Hessian. Values of 1 or below start with weight noise
-``1 / sqrt(ess * hess_init) >= 0.07`` at ``ess = 200``. With ``beta2 >= 0.999`` the networks then
-underfit (median held-out RMSE 0.10 to 0.24 after 2000 steps) or diverge (``lr >= 1e-2``); with
-``beta2`` 0.99, ``hess_init`` 1 and ``lr`` 3e-2 they fit (0.064), with a wider in-range spread
-(0.091) and three to four times the far-out spread of ``hess_init`` 10."""
-COVERAGE_IVON_BETA2 = 0.99
-"""IVON's Hessian momentum. The Hessian forgets its initial value as ``beta2 ** steps``: at the
-recommended 0.9999 it keeps over 70 % of ``hess_init`` after 3000 steps (the variances are not
-learned, ``team-approx-bayes/ivon#1``); at 0.999 the median element still equals the decayed
-initial value; 0.99 lets it converge within a few hundred steps."""
-COVERAGE_IVON_EPOCHS = 3000
-"""IVON full-batch steps (2000 leave the fit visibly worse: median RMSE to the truth 0.030 vs
-0.024)."""
-COVERAGE_CHECKPOINT_EVERY = 250
-"""Checkpoint interval in epochs (one epoch is one step here, too short to save after each)."""
-
-
-def coverage_config(
-    method: str, *, replicas: int = COVERAGE_NETWORKS, **overrides: Any
-) -> TrainConfig:
-    """The training protocol of the coverage study's baselines, found by measurement.
-
-    Both methods train ``replicas`` networks together on the full batch with the cosine schedule
-    of :mod:`baselines.train`, checkpointing every :data:`COVERAGE_CHECKPOINT_EVERY` epochs when
-    given a ``checkpoint_path``. AdamW: :data:`COVERAGE_ADAMW_LR`, :data:`COVERAGE_ADAMW_EPOCHS`,
-    weight decay 1e-2. IVON: :data:`COVERAGE_IVON_LR`, :data:`COVERAGE_IVON_HESS_INIT`,
-    :data:`COVERAGE_IVON_BETA2`, :data:`COVERAGE_IVON_EPOCHS`, ``ess`` = 200 (the per-network
-    training-set size), prior precision ``weight_decay`` 1e-4 (the ``ivon-opt`` default), one weight
-    sample per step.
-
-    Measured on ``amp.data.make_sine()`` (float32, 100 networks, seeds 0 to 2, medians over the
-    networks; the 50 held-out points are 0.057 RMSE from the noise-free function):
-
-    * AdamW: held-out RMSE 0.062 (worst network 0.085 to 0.10), RMSE to the noise-free function
-      0.019 to 0.020.
-    * IVON (model average of 100 samples): held-out RMSE 0.062 (worst network 0.07 to 0.13),
-      RMSE to the truth 0.023 to 0.025, predictive standard deviation 0.072 in range, about 4
-      at ``|x| = 10`` and 8 at ``|x| = 20``. The Hessian has left ``hess_init`` (by more than
-      half for 98 % of the elements) and correlates with the diagonal Gauss-Newton matrix at
-      the mean (Spearman 0.69 to 0.80). The elements the data do not determine fall to about
-      ``-weight_decay`` (``ivon-opt``'s estimates may be negative; ``hess + weight_decay``
-      stays positive), so their variance reaches or exceeds the prior's
-      ``1 / (ess * weight_decay)``: it sets the spread far out.
-    * Lowering ``hess_init`` to 3 with ``lr`` 1e-2 fits as well but let one of 100 networks blow
-      up (RMSE 58) for one of three seeds.
-    * Time for 100 networks on two shared CPU cores with one thread: AdamW 9 s, IVON 17 s in
-      float32 (18 s and 44 s in float64); one network alone takes 1.4 s and 1.3 s.
-
-    Args:
-        method: ``"adamw"`` or ``"ivon"``.
-        replicas: Number of networks trained together.
-        **overrides: Further :class:`~baselines.train.TrainConfig` fields (``seed``, ``device``,
-            ``checkpoint_path``, ...), which take precedence.
-
-    Returns:
-        The configuration for :func:`baselines.train.train`.
-
-    Raises:
-        ValueError: If ``method`` is unknown.
-    """
-    if method == "adamw":
-        protocol = {"lr": COVERAGE_ADAMW_LR, "epochs": COVERAGE_ADAMW_EPOCHS}
-    elif method == "ivon":
-        protocol = {
-            "lr": COVERAGE_IVON_LR,
-            "epochs": COVERAGE_IVON_EPOCHS,
-            "hess_init": COVERAGE_IVON_HESS_INIT,
-            "beta2": COVERAGE_IVON_BETA2,
-        }
-    else:
-        raise ValueError(f"invalid method: {method!r} (use 'adamw' or 'ivon')")
-    settings = {
-        "method": method,
-        "batch_size": COVERAGE_BATCH_SIZE,
-        "replicas": replicas,
-        "checkpoint_every": COVERAGE_CHECKPOINT_EVERY,
-    }
-    return TrainConfig(**(settings | protocol | overrides))

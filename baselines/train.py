@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from amp import specs
-from amp.io import load_checkpoint, save_checkpoint
+from amp.io import identity_differences, load_checkpoint, save_checkpoint
 from amp.runtime import Stopwatch, resolve_device
 from baselines.models import Likelihood, build_model, likelihood_of
 
@@ -346,11 +346,7 @@ def _resume(
 ) -> None:
     """Load a checkpoint into ``result`` and ``shuffle`` after checking it belongs to this run."""
     state = load_checkpoint(path, required_keys=_CHECKPOINT_KEYS)
-    differ = sorted(
-        key
-        for key in identity.keys() | state["identity"].keys()
-        if identity.get(key) != state["identity"].get(key)
-    )
+    differ = identity_differences(identity, state["identity"])
     if differ:
         raise ValueError(
             f"checkpoint {path} belongs to a different run (differs in {differ}); "

@@ -146,8 +146,8 @@ def fake_data() -> SimpleNamespace:
 
 @pytest.fixture
 def no_system_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hide system-wide data sets (the Debian Fashion-MNIST package) from :mod:`amp.data`."""
-    import amp.data
+    """Hide system-wide data sets (the Debian Fashion-MNIST package) from :mod:`harness.data`."""
+    import harness.data
 
-    monkeypatch.setattr(amp.data, "FASHION_MNIST_SYSTEM_DIRS", ())
-    monkeypatch.delenv(amp.data.DATA_ROOT_ENV, raising=False)
+    monkeypatch.setattr(harness.data, "FASHION_MNIST_SYSTEM_DIRS", ())
+    monkeypatch.delenv(harness.data.DATA_ROOT_ENV, raising=False)

@@ -40,7 +40,7 @@ def copy_workflow(destination: Path) -> Path:
 
 def fashion_mnist_available() -> bool:
     """Whether Fashion-MNIST can be loaded here (``make data`` provides it)."""
-    from amp.data import DatasetNotFoundError, load_dataset
+    from harness.data import DatasetNotFoundError, load_dataset
 
     try:
         load_dataset("fashion_mnist", subset=10, test_subset=10)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from amp import specs
-from amp.data import make_sine
-from amp.experiment import MPConfig, run_mp
 from amp.network import Network
 from amp.trainer import Trainer
+from harness.data import make_sine
+from harness.runs.mp import MPConfig, run_mp
 
 pytestmark = [
     pytest.mark.gpu,

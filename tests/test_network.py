@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from amp import specs
-from amp.data import make_sine
 from amp.factors import linear
 from amp.network import Network
 from amp.trainer import Trainer
+from harness.data import make_sine
 
 F64 = torch.float64
 SMALL_CNN = [

@@ -11,10 +11,11 @@ import pytest
 import torch
 from problems import shifted_correlated_regression
 
-from amp import metrics, specs
-from amp.data import DatasetNotFoundError, load_dataset, make_sine
+from amp import specs
 from amp.network import Network
 from amp.trainer import DivergenceError, Trainer
+from harness import metrics
+from harness.data import DatasetNotFoundError, load_dataset, make_sine
 
 F64 = torch.float64
 

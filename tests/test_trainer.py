@@ -5,10 +5,10 @@ import torch
 from problems import linear_regression_data, shifted_correlated_regression
 
 from amp import specs
-from amp.data import make_sine, sine_function
 from amp.io import CorruptFileError
 from amp.network import Network
 from amp.trainer import DivergenceError, Trainer, default_iterations, ema_beta
+from harness.data import make_sine, sine_function
 
 F64 = torch.float64
 

@@ -40,7 +40,7 @@ def tiny_dataset(n_train: int = N_TRAIN, n_test: int = N_TEST, normalization: st
     """A seeded Fashion-MNIST subset, or scikit-learn's digits where Fashion-MNIST is missing."""
     import torch
 
-    from amp.data import DatasetNotFoundError, load_dataset
+    from harness.data import DatasetNotFoundError, load_dataset
 
     kwargs = {"subset": n_train, "test_subset": n_test, "seed": 0, "dtype": torch.float32}
     try:
@@ -51,8 +51,8 @@ def tiny_dataset(n_train: int = N_TRAIN, n_test: int = N_TEST, normalization: st
 
 def run_method(method: str, workdir: Path, *, epochs: int = EPOCHS, checkpoint: bool = True):
     """Train ``method`` ("mp", "adamw", "ivon") on the tiny data; returns its predictions."""
-    from amp.experiment import MPConfig, run_mp
-    from baselines.experiment import BaselineConfig, run_baseline
+    from harness.runs.baseline import BaselineConfig, run_baseline
+    from harness.runs.mp import MPConfig, run_mp
 
     data = tiny_dataset()
     path = Path(workdir) / "checkpoint.pt" if checkpoint else None
@@ -142,7 +142,7 @@ class _Named(list):
 
 def dataset_name() -> str:
     """``fashion_mnist`` where it is installed, else ``digits`` (it ships with scikit-learn)."""
-    from amp.data import DatasetNotFoundError, load_dataset
+    from harness.data import DatasetNotFoundError, load_dataset
 
     try:
         load_dataset("fashion_mnist", subset=1, test_subset=1)

@@ -52,11 +52,12 @@ def writer(kind: str):
     import pandas as pd
     import torch
 
-    from amp import io, report, specs
-    from amp.data import make_sine
+    from amp import io, specs
     from amp.network import Network
-    from amp.predictions import Predictions
     from amp.trainer import Trainer
+    from harness import report
+    from harness.data import make_sine
+    from harness.predictions import Predictions
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(10), size=2000)

@@ -18,14 +18,14 @@ from reliability_harness import run_script, script_job
 from reliability_writers import DIED, die_writing, writer
 
 from amp import io, specs
-from amp.data import make_sine
-from amp.experiment import MPConfig, run_mp
 from amp.io import CorruptFileError
-from amp.jobs import resumable_state
 from amp.network import Network
-from amp.predictions import Predictions
 from amp.trainer import Trainer
-from baselines.experiment import BaselineConfig, run_baseline
+from harness.data import make_sine
+from harness.jobs import resumable_state
+from harness.predictions import Predictions
+from harness.runs.baseline import BaselineConfig, run_baseline
+from harness.runs.mp import MPConfig, run_mp
 
 
 def load_json(path):
@@ -263,7 +263,7 @@ def test_unreadable_identity_file_discards_the_state_with_a_warning(tmp_path, ca
     trainer_checkpoint(checkpoint)
     assert resumable_state(tmp_path / "state", identity).exists()  # same run: kept
     (tmp_path / "state" / "identity.json").write_text('{"method": "m')  # damaged
-    with caplog.at_level(logging.WARNING, logger="amp.jobs"):
+    with caplog.at_level(logging.WARNING, logger="harness.jobs"):
         again = resumable_state(tmp_path / "state", identity)
     assert not again.exists()
     assert "its identity file is unreadable (JSONDecodeError); the run starts afresh" in caplog.text

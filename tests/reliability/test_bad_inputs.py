@@ -1,7 +1,7 @@
 """Bad input gets a clear error that names the problem and the fix, before any training.
 
 NaN/inf values, labels out of range, mismatched shapes, unnormalised inputs
-(:func:`amp.data.check_input_scale`), probabilities that do not sum to one, and misspelt
+(:func:`harness.data.check_input_scale`), probabilities that do not sum to one, and misspelt
 configuration keys (a real, not dry, Snakemake run).
 """
 
@@ -15,14 +15,15 @@ import torch
 import yaml
 from pipeline_harness import copy_workflow, snakemake_command
 
-from amp import metrics, specs
-from amp.data import INPUT_ABS_LIMIT, DataError, Dataset, check_input_scale, make_sine
-from amp.experiment import MPConfig, check_run_inputs, run_mp
+from amp import specs
 from amp.network import Network
-from amp.predictions import Predictions
 from amp.trainer import Trainer
-from baselines.experiment import BaselineConfig, run_baseline
 from baselines.train import DivergenceError, TrainConfig, train
+from harness import metrics
+from harness.data import INPUT_ABS_LIMIT, DataError, Dataset, check_input_scale, make_sine
+from harness.predictions import Predictions
+from harness.runs.baseline import BaselineConfig, run_baseline
+from harness.runs.mp import MPConfig, check_run_inputs, run_mp
 
 MLP = specs.arch("mlp")
 

@@ -1,6 +1,6 @@
 """The same configuration and seed give the same metrics.json, byte for byte, apart from timings.
 
-``metrics.json`` (:func:`amp.report.run_record`, written by :func:`amp.io.write_json`) keeps
+``metrics.json`` (:func:`harness.report.run_record`, written by :func:`amp.io.write_json`) keeps
 timings in two places, and only there: the ``timing`` object (``train_seconds``,
 ``seconds_per_epoch``, ``predict_seconds`` and, in the pipeline, Snakemake's ``job_seconds`` and
 ``max_rss_mb``) and ``seconds`` in every ``history`` entry. Here each method runs twice on the
@@ -13,11 +13,11 @@ import json
 import pytest
 from reliability_harness import tiny_dataset
 
-from amp.data import load_ood
-from amp.experiment import MPConfig, run_mp
 from amp.io import write_json
-from amp.report import run_record
-from baselines.experiment import BaselineConfig, run_baseline
+from harness.data import load_ood
+from harness.report import run_record
+from harness.runs.baseline import BaselineConfig, run_baseline
+from harness.runs.mp import MPConfig, run_mp
 
 TIMING_KEYS = {"train_seconds", "seconds_per_epoch", "predict_seconds"}  # + job_seconds, max_rss_mb
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from reliability_harness import BATCH, STEPS_PER_EPOCH, run_script
 
-from amp.data import make_sine
-from amp.experiment import MPConfig, run_mp
 from amp.io import load_checkpoint
 from amp.trainer import DivergenceError, Trainer
-from baselines.experiment import BaselineConfig, run_baseline
 from baselines.train import DivergenceError as BaselineDivergenceError
+from harness.data import make_sine
+from harness.runs.baseline import BaselineConfig, run_baseline
+from harness.runs.mp import MPConfig, run_mp
 
 baseline_train = importlib.import_module("baselines.train")  # the package exports `train`
 VALUES = {"nan": math.nan, "inf": math.inf}

@@ -3,7 +3,7 @@
 Metrics: random valid probability matrices (peaked, flat, one-hot and tied rows) and labels,
 and random Gaussian predictives over wide ranges; every metric is finite and in its range.
 Networks: random small specs (Linear, LeakyReLU, Flatten, Conv2d, MaxPool2d; Argmax or
-Regression), random inputs up to the documented bound :data:`amp.data.INPUT_ABS_LIMIT`, one to
+Regression), random inputs up to the documented bound :data:`harness.data.INPUT_ABS_LIMIT`, one to
 three epochs of :meth:`Trainer.fit` under the ``sequential`` and ``scaled`` schedules, then
 :meth:`Network.predict`: no NaN or infinity and no negative precision in any marginal, stored
 batch message or per-example message. Beyond the bound, training may stop, but only with a
@@ -19,11 +19,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amp import metrics, specs
-from amp.data import INPUT_ABS_LIMIT
+from amp import specs
 from amp.gaussian import NatGaussian
 from amp.network import Network
 from amp.trainer import DivergenceError, Trainer
+from harness import metrics
+from harness.data import INPUT_ABS_LIMIT
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -207,7 +208,7 @@ def problem(net_spec, dtype, n, scale, seed):
 def test_training_and_prediction_never_produce_nan_or_negative_precision(
     net_spec, schedule, dtype, n, batch_size, group_size, epochs, scale, seed
 ):
-    """Inputs up to the documented bound (amp.data.INPUT_ABS_LIMIT); epoch 3 sweeps twice."""
+    """Inputs up to the documented bound (harness.data.INPUT_ABS_LIMIT); epoch 3 sweeps twice."""
     net, x, y = problem(net_spec, dtype, n, scale, seed)
     trainer = Trainer(net, batch_size, schedule=schedule, group_size=group_size, seed=seed)
     trainer.fit(x, y, epochs=epochs)

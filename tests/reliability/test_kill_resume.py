@@ -32,11 +32,11 @@ from reliability_harness import (
     wait_for,
 )
 
-from amp.data import make_sine
-from amp.experiment import MPConfig, run_mp
 from amp.io import load_checkpoint
-from amp.predictions import Predictions
 from amp.trainer import Trainer
+from harness.data import make_sine
+from harness.predictions import Predictions
+from harness.runs.mp import MPConfig, run_mp
 
 ARTIFACTS = {"mp": ["mp"], "adamw": ["adamw"], "ivon": ["ivon", "ivon_mean"]}
 

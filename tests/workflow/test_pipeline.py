@@ -144,7 +144,7 @@ def test_ci_configuration_end_to_end(tmp_path):
         [
             sys.executable,
             "-m",
-            "amp.gate",
+            "harness.gate",
             "--summary",
             "results/ci/summary.json",
             "--reference",

@@ -1,4 +1,4 @@
-# ---- training speed and memory of every method on the named architectures (amp.bench) ----
+# ---- training speed and memory of every method on the named architectures (harness.bench) ----
 
 BENCH = config.get("bench")
 

@@ -1,7 +1,7 @@
 """Collect every run's metrics.json; write all runs and their mean ± SE over seeds."""
 
-from amp.jobs import start_job
-from amp.report import aggregate, load_runs, write_summary
+from harness.jobs import start_job
+from harness.report import aggregate, load_runs, write_summary
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

@@ -1,7 +1,7 @@
 """Time every method on the named architectures and write reports/bench_<device>.md/.csv."""
 
-from amp import bench
-from amp.jobs import start_job
+from harness import bench
+from harness.jobs import start_job
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 start_job(sm.log[0], sm.threads)

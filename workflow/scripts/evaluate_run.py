@@ -1,9 +1,9 @@
 """Score one prediction artifact: every metric plus timings, written as metrics.json."""
 
 from amp.io import write_json
-from amp.jobs import start_job
-from amp.predictions import Predictions
-from amp.report import read_benchmark, run_record
+from harness.jobs import start_job
+from harness.predictions import Predictions
+from harness.report import read_benchmark, run_record
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

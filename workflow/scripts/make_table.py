@@ -1,8 +1,8 @@
 """Write the comparison table of one (dataset, arch) as Markdown, CSV and LaTeX."""
 
 from amp.io import write_text
-from amp.jobs import start_job
-from amp.report import protocol_notes, read_summary, render_table
+from harness.jobs import start_job
+from harness.report import protocol_notes, read_summary, render_table
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

@@ -1,8 +1,8 @@
 """Reliability diagrams of the first seed's predictions of every method."""
 
-from amp.figures import plot_reliability
-from amp.jobs import start_job
-from amp.predictions import Predictions
+from harness.figures import plot_reliability
+from harness.jobs import start_job
+from harness.predictions import Predictions
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

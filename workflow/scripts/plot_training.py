@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from amp.figures import plot_epoch_seconds, plot_learning_curves
-from amp.jobs import start_job
+from harness.figures import plot_epoch_seconds, plot_learning_curves
+from harness.jobs import start_job
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

@@ -1,7 +1,7 @@
 """Check that a data set (and its OOD set) loads, and summarise it as each method sees it."""
 
 from amp.io import write_json
-from amp.jobs import describe_inputs, start_job
+from harness.jobs import describe_inputs, start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)  # noqa: F821 -- injected by Snakemake
 summary = describe_inputs(

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import yaml
 
-from amp.claims import claims_header, evaluate_claims, render_claims, run_settings
 from amp.io import write_text
-from amp.jobs import start_job
-from amp.report import read_summary
+from harness.claims import claims_header, evaluate_claims, render_claims, run_settings
+from harness.jobs import start_job
+from harness.report import read_summary
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

@@ -1,7 +1,7 @@
 """Score the coverage study (bootstrap intervals), write its table, figures and summary."""
 
-from amp.coverage_report import write_report
-from amp.jobs import start_job
+from harness.coverage_report import write_report
+from harness.jobs import start_job
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

@@ -1,7 +1,7 @@
 """Train an AdamW or IVON network for one (dataset, arch, seed) and save its predictions."""
 
-from amp.jobs import finish_state, load_inputs, resumable_state, start_job
-from baselines.experiment import BaselineConfig, run_baseline
+from harness.jobs import finish_state, load_inputs, resumable_state, start_job
+from harness.runs.baseline import BaselineConfig, run_baseline
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

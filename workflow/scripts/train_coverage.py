@@ -2,8 +2,8 @@
 
 import time
 
-from amp.coverage_report import save_predictions
-from amp.jobs import start_job, train_coverage_method
+from harness.coverage_report import save_predictions
+from harness.jobs import start_job, train_coverage_method
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

@@ -1,7 +1,7 @@
 """Train a message-passing network for one (dataset, arch, seed) and save its predictions."""
 
-from amp.experiment import MPConfig, run_mp
-from amp.jobs import finish_state, load_inputs, resumable_state, start_job
+from harness.jobs import finish_state, load_inputs, resumable_state, start_job
+from harness.runs.mp import MPConfig, run_mp
 
 sm = snakemake  # noqa: F821 -- injected by Snakemake
 log = start_job(sm.log[0], sm.threads)

@@ -13,12 +13,12 @@ those beyond the tolerance so that the reference can be refreshed on purpose.
 
 Usage::
 
-    python -m amp.gate --summary results/ci/summary.json --reference configs/ci_reference.yaml
+    python -m harness.gate --summary results/ci/summary.json --reference configs/ci_reference.yaml
     # after an intended change of the numbers, refresh the reference values:
-    python -m amp.gate --summary results/ci/summary.json --reference configs/ci_reference.yaml \\
-        --update
+    python -m harness.gate --summary results/ci/summary.json \\
+        --reference configs/ci_reference.yaml --update
     # size tolerances from a run with several seeds (tolerance = K x seed SD, floored):
-    python -m amp.gate --summary results/ci-seeds/summary.json \\
+    python -m harness.gate --summary results/ci-seeds/summary.json \\
         --reference configs/ci_reference.yaml --calibrate --sd-multiple 3
 
 The summary is the ``summary.json`` written by the pipeline's ``aggregate_metrics`` rule.
@@ -70,7 +70,7 @@ MIN_TOLERANCE: dict[str, float] = {
 """Smallest tolerance :func:`calibrate` sets: guards against a seed SD that happens to be tiny."""
 
 HEADER = (
-    "# Reference metrics of the CI metric gate (python -m amp.gate).\n"
+    "# Reference metrics of the CI metric gate (python -m harness.gate).\n"
     "# Per run <dataset>/<arch>/<method>: value, tolerance, direction (higher/lower is better).\n"
     "# Refresh on purpose with --update (values) and --calibrate (tolerances); see the README.\n"
 )
@@ -234,7 +234,7 @@ def _write(path: Path, reference: Mapping[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 when the gate fails)."""
     parser = argparse.ArgumentParser(
-        prog="python -m amp.gate",
+        prog="python -m harness.gate",
         description="Compare benchmark metrics with a committed reference; exit 1 on regression.",
     )
     parser.add_argument("--summary", required=True, help="summary.json of aggregate_metrics")

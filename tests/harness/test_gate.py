@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from amp import gate
-from amp.report import write_summary
+from harness import gate
+from harness.report import write_summary
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_fake_summary(path, rows, tmp_path):
-    """A summary.json in the pipeline's format (amp.report.write_summary)."""
+    """A summary.json in the pipeline's format (harness.report.write_summary)."""
     frame = pd.DataFrame(rows)
     write_summary(frame, frame, path, tmp_path / "summary.csv")
     return path
@@ -190,7 +190,10 @@ def test_command_line_help(capsys):
 @pytest.mark.slow
 def test_module_runs_as_a_program():
     result = subprocess.run(
-        [sys.executable, "-m", "amp.gate", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "harness.gate", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0
-    assert "python -m amp.gate" in result.stdout
+    assert "python -m harness.gate" in result.stdout

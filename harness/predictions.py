@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from amp.io import CorruptFileError, atomic_open
-from amp.metrics import classification_metrics, regression_metrics
+from harness.metrics import classification_metrics, regression_metrics
 
 __all__ = ["FORMAT_VERSION", "Predictions"]
 
@@ -131,8 +131,8 @@ class Predictions:
         """Score the predictions with the benchmark's metrics.
 
         Returns:
-            :func:`amp.metrics.classification_metrics` or :func:`amp.metrics.regression_metrics`
-            of the stored arrays.
+            :func:`harness.metrics.classification_metrics` or
+            :func:`harness.metrics.regression_metrics` of the stored arrays.
         """
         if self.kind == "classification":
             return classification_metrics(self.probs, self.labels, self.probs_ood)

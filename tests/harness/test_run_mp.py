@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from amp.data import make_sine
-from amp.experiment import MPConfig, run_mp
+from harness.data import make_sine
+from harness.runs.mp import MPConfig, run_mp
 
 
 @pytest.mark.parametrize("with_checkpoint", [False, True])

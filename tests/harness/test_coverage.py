@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from amp import coverage
-from amp.coverage_report import load_predictions, save_predictions, write_report
 from amp.io import CorruptFileError
+from harness import coverage
+from harness.coverage_report import load_predictions, save_predictions, write_report
 
 
 def calibrated_study(networks=400, points=60, scale=1.0, seed=0):

@@ -1,7 +1,7 @@
 """The paper's claims set against our results: the registry of ``configs/claims.yaml``, rendered.
 
 Every claim names an evaluator (``test.kind``) that reads the aggregated results
-(:func:`amp.report.aggregate`), and optionally other evidence files, and returns what we
+(:func:`harness.report.aggregate`), and optionally other evidence files, and returns what we
 measured and a verdict:
 
 - ``reproduced`` / ``not reproduced``: the configuration produced the results the claim is about

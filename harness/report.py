@@ -3,7 +3,7 @@
 Three steps, one per pipeline rule:
 
 1. :func:`run_record`: the ``metrics.json`` of one run: every metric of
-   :func:`amp.metrics.classification_metrics` (or the regression metrics), timings from the
+   :func:`harness.metrics.classification_metrics` (or the regression metrics), timings from the
    prediction's metadata (training steps only, per epoch, prediction) and from Snakemake's
    ``benchmark:`` file (the whole job, start-up and data loading included), and the per-epoch
    test history for the learning curves.
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from amp.io import CorruptFileError, write_json, write_text
-from amp.predictions import Predictions
+from harness.predictions import Predictions
 
 __all__ = [
     "COLUMNS",

@@ -1,10 +1,10 @@
 """One baseline training run on a dataset, from configuration to prediction artifacts.
 
 This is what the pipeline's training rules call for the ``adamw`` and ``ivon`` methods, the
-counterpart of :func:`amp.experiment.run_mp`: build the network from a named architecture, train
+counterpart of :func:`harness.runs.mp.run_mp`: build the network from a named architecture, train
 it with a resumable checkpoint, score the test set after every epoch (outside the training
 clock, for accuracy-against-wall-clock curves), and return
-:class:`~amp.predictions.Predictions` with test (and optional OOD) predictions and timings.
+:class:`~harness.predictions.Predictions` with test (and optional OOD) predictions and timings.
 
 IVON yields two artifacts from one training run, as in the reference evaluation (spec F.1):
 ``"ivon"``, the Bayesian model average over ``test_samples`` weight samples, and ``"ivon_mean"``,
@@ -12,7 +12,7 @@ the prediction at the mean weights ("IVON@mean"). The per-epoch test scores of a
 taken at the mean weights (cheap; a 100-sample average every epoch would dominate the run time).
 
 Example:
-    >>> from amp.data import load_dataset
+    >>> from harness.data import load_dataset
     >>> data = load_dataset("sine", dtype=torch.float32)
     >>> pred = run_baseline(data, "toy_regression", "adamw", BaselineConfig(epochs=2))
     >>> sorted(pred.metadata["history"][0]["test"])
@@ -30,11 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from amp import metrics, specs
-from amp.data import Dataset
-from amp.experiment import check_run_inputs
+from amp import specs
 from amp.io import CorruptFileError, load_checkpoint, write_json
-from amp.predictions import Predictions
 from amp.runtime import Stopwatch, resolve_device
 from baselines.models import build_model, likelihood_of
 from baselines.predict import (
@@ -45,6 +42,10 @@ from baselines.predict import (
     predict_regression_ivon_bma,
 )
 from baselines.train import EpochRecord, TrainConfig, TrainResult, _run_identity, train
+from harness import metrics
+from harness.data import Dataset
+from harness.predictions import Predictions
+from harness.runs.mp import check_run_inputs
 
 __all__ = ["METHODS", "BaselineConfig", "run_baseline"]
 
@@ -222,7 +223,7 @@ def run_baseline(
 
     Raises:
         ValueError: On an unknown method, data that do not suit the architecture or OOD inputs
-            for a regression task (:func:`amp.experiment.check_run_inputs`), or a checkpoint
+            for a regression task (:func:`harness.runs.mp.check_run_inputs`), or a checkpoint
             of another run.
         amp.io.CorruptFileError: If the checkpoint or its scores file is damaged.
         baselines.train.DivergenceError: If a training loss is not finite.

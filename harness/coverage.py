@@ -26,9 +26,9 @@ import torch
 from scipy import special
 
 from amp import specs
-from amp.data import make_sine, sine_function
 from amp.network import Network
 from amp.trainer import Trainer
+from harness.data import make_sine, sine_function
 
 __all__ = [
     "BANDS",

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from amp import jobs
+from harness import jobs
 
 DATA = {"root": None, "download": False}
 

@@ -1,4 +1,4 @@
-"""Artefacts, tables and figures of the coverage study (see :mod:`amp.coverage`)."""
+"""Artefacts, tables and figures of the coverage study (see :mod:`harness.coverage`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from amp import io
-from amp.coverage import PAPER, bootstrap, coverage_curves, summarize
+from harness.coverage import PAPER, bootstrap, coverage_curves, summarize
 
 __all__ = [
     "TABLE_COLUMNS",

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from amp.data import Dataset, describe, load_dataset, load_ood
-from amp.io import write_json
+from amp.io import identity_differences, write_json
+from harness.data import Dataset, describe, load_dataset, load_ood
 
 __all__ = [
     "DTYPES",
@@ -93,19 +93,19 @@ def load_inputs(
     """Load an experiment's data set and OOD inputs prepared for one method.
 
     Args:
-        dataset: Data set name (:data:`amp.data.DATASETS`).
+        dataset: Data set name (:data:`harness.data.DATASETS`).
         experiment: The experiment's configuration: ``subset``, ``test_subset``,
             ``subset_seed`` and ``ood`` (``None`` or a mapping with ``name`` and ``subset``).
         data: The ``data`` configuration: ``root`` and ``download``.
         normalization: ``"global"``, ``"per_channel"`` or ``"none"``.
         dtype: ``"float32"`` or ``"float64"``.
-        ood_normalization: ``"reference"``, ``"own"`` or ``"none"`` (:func:`amp.data.load_ood`).
+        ood_normalization: ``"reference"``, ``"own"`` or ``"none"`` (:func:`harness.data.load_ood`).
 
     Returns:
         The data set and the OOD inputs (``None`` when the experiment has no OOD set).
 
     Raises:
-        ValueError: On an unknown dtype (other errors come from :mod:`amp.data`).
+        ValueError: On an unknown dtype (other errors come from :mod:`harness.data`).
     """
     if dtype not in DTYPES:
         raise ValueError(f"invalid dtype: {dtype!r} (use one of {', '.join(DTYPES)})")
@@ -186,9 +186,9 @@ def resumable_state(directory: str | os.PathLike, identity: dict[str, Any]) -> P
     wanted = json.loads(json.dumps(identity, sort_keys=True))
     if directory.exists():
         try:
-            same = json.loads(stored.read_text()) == wanted
-            reason = "it belongs to another configuration"
-        except (OSError, ValueError) as err:
+            differ = identity_differences(wanted, json.loads(stored.read_text()))
+            same, reason = not differ, f"it belongs to another configuration (differs in {differ})"
+        except (OSError, ValueError, AttributeError) as err:  # not a JSON object
             same, reason = False, f"its identity file is unreadable ({type(err).__name__})"
         if not same:
             logging.getLogger(__name__).warning(
@@ -232,8 +232,8 @@ def train_coverage_method(
         The study arrays (data, grid, truth) and ``{name: {"mean", "var"}}`` per predictive
         (AdamW also yields its deep ensembles).
     """
-    from amp import coverage
-    from baselines.coverage import train_coverage_baseline
+    from harness import coverage
+    from harness.coverage_baselines import train_coverage_baseline
 
     config = coverage.StudyConfig(
         networks=study["networks"],

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amp import figures, report
 from amp.io import CorruptFileError
-from amp.metrics import classification_metrics
-from amp.predictions import Predictions
+from harness import figures, report
+from harness.metrics import classification_metrics
+from harness.predictions import Predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

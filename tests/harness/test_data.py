@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from amp import data
-from amp.data import DataError, Dataset, DatasetNotFoundError, load_dataset, load_ood
 from amp.io import CorruptFileError
+from harness import data
+from harness.data import DataError, Dataset, DatasetNotFoundError, load_dataset, load_ood
 
 DTYPES = [torch.float64, torch.float32]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}

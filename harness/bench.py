@@ -1,6 +1,6 @@
 """Speed and memory of message passing against AdamW and IVON on the same networks.
 
-``python -m amp.bench`` times one pass over the same random data (batch 128) for every method
+``python -m harness.bench`` times one pass over the same random data (batch 128) for every method
 on the named architectures, in one run on one device: MP with the default schedule in float32
 and float64, MP with the sequential reference schedule (on a smaller subset; its per-example
 rate is what matters), AdamW and IVON (float32). Every measurement runs in its own process
@@ -218,8 +218,8 @@ def epoch_of_mlp5m(store_dir: str, *, subset: int | None = None, threads: int = 
     Returns:
         ``seconds``, ``peak_rss_mb``, ``store_gb``, ``examples``, ``accuracy`` (test set).
     """
-    from amp import metrics
-    from amp.data import load_dataset
+    from harness import metrics
+    from harness.data import load_dataset
 
     torch.set_num_threads(threads)
     data = load_dataset("fashion_mnist", subset=subset, dtype=torch.float32)
@@ -241,7 +241,7 @@ def epoch_of_mlp5m(store_dir: str, *, subset: int | None = None, threads: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``python -m amp.bench --help``)."""
+    """Command-line entry point (``python -m harness.bench --help``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", default=["mlp", "lenet5", "conv890k", "mlp5m"])
     parser.add_argument("--device", default="cpu")

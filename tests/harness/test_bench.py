@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from amp import bench
+from harness import bench
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from sklearn.metrics import (
 )
 from torchmetrics.classification import MulticlassCalibrationError
 
-from amp import metrics as M
+from harness import metrics as M
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 1e-6}

@@ -21,7 +21,7 @@ for SVHN); torchvision's dataset classes are used only to download them when ``d
 No pickle is executed beyond building NumPy arrays.
 
 Example:
-    >>> from amp.data import load_dataset
+    >>> from harness.data import load_dataset
     >>> data = load_dataset("sine")
     >>> tuple(data.x_train.shape), tuple(data.x_test.shape)
     ((200, 1), (50, 1))
@@ -286,7 +286,7 @@ def check_input_scale(x: torch.Tensor, name: str = "inputs") -> None:
         DataError: If a rule is broken; the message says how to normalise the inputs.
     """
     fix = (
-        "scale pixels to [0, 1] and normalise them (amp.data.load_dataset does both; for "
+        "scale pixels to [0, 1] and normalise them (harness.data.load_dataset does both; for "
         "your own tensors use fit_normalization and apply_normalization)"
     )
     if x.numel() == 0:
@@ -852,7 +852,7 @@ _SAVED_FIELDS = (
 def save_dataset(dataset: Dataset, path: str | os.PathLike) -> None:
     """Cache a prepared data set atomically (``torch.save`` via :func:`amp.io.save_checkpoint`)."""
     state = {key: getattr(dataset, key) for key in _SAVED_FIELDS}
-    save_checkpoint(path, {"format": "amp.data.Dataset", **state})
+    save_checkpoint(path, {"format": "harness.data.Dataset", **state})
 
 
 def load_saved_dataset(path: str | os.PathLike) -> Dataset:

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from amp import specs
-from amp.data import Dataset, load_dataset
-from amp.predictions import Predictions
-from baselines.experiment import BaselineConfig, run_baseline
 from baselines.predict import predict_probs
 from baselines.train import train
+from harness.data import Dataset, load_dataset
+from harness.predictions import Predictions
+from harness.runs.baseline import BaselineConfig, run_baseline
 
 
 def toy_images(n_train=48, n_test=32, seed=0, dtype=torch.float32):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from amp import metrics
-from amp import predictions as predictions_module
 from amp.io import CorruptFileError
-from amp.predictions import Predictions
+from harness import metrics
+from harness import predictions as predictions_module
+from harness.predictions import Predictions
 
 META = {"method": "amp", "dataset": "mnist", "arch": "mlp", "seed": 3, "timings": {"epoch": [1.5]}}
 

@@ -2,12 +2,12 @@
 
 This is what the pipeline's training rule calls for the ``mp`` method: build the network from a
 named architecture, train it with a resumable checkpoint, evaluate the test set after every epoch
-(for accuracy-against-wall-clock curves), and return a :class:`~amp.predictions.Predictions` with
-test (and optional OOD) predictions and timings.
+(for accuracy-against-wall-clock curves), and return a
+:class:`~harness.predictions.Predictions` with test (and optional OOD) predictions and timings.
 
-:func:`check_run_inputs` is shared with :func:`baselines.experiment.run_baseline`: it refuses a
+:func:`check_run_inputs` is shared with :func:`harness.runs.baseline.run_baseline`: it refuses a
 data set that does not fit the architecture, unnormalised inputs
-(:func:`amp.data.check_input_scale`) and malformed OOD inputs before any training starts.
+(:func:`harness.data.check_input_scale`) and malformed OOD inputs before any training starts.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from typing import Any
 
 import torch
 
-from amp import metrics, specs
-from amp.data import DataError, Dataset, check_input_scale
+from amp import specs
+from amp.io import identity_differences
 from amp.network import Network
-from amp.predictions import Predictions
 from amp.runtime import Stopwatch, resolve_device
 from amp.trainer import Schedule, Trainer
+from harness import metrics
+from harness.data import DataError, Dataset, check_input_scale
+from harness.predictions import Predictions
 
 __all__ = ["MPConfig", "check_run_inputs", "run_mp"]
 
@@ -93,8 +95,8 @@ def check_run_inputs(
     Raises:
         ValueError: If the task or the number of classes does not match the architecture, or
             OOD inputs come with a regression task or have the wrong shape.
-        amp.data.DataError: If inputs are non-finite or not normalised
-            (:func:`amp.data.check_input_scale`).
+        harness.data.DataError: If inputs are non-finite or not normalised
+            (:func:`harness.data.check_input_scale`).
     """
     task = "regression" if isinstance(layers[-1], specs.Regression) else "classification"
     if task != dataset.task:
@@ -151,7 +153,7 @@ def _checkpoint_differences(
         "store_dtype": trainer.store_dtype,
         "examples": trainer.num_examples,
     }
-    differ = [key for key in wanted if wanted[key] != found[key]]
+    differ = identity_differences(wanted, found)
     if not {"layers", "input_shape", "dtype"} & set(differ):  # same shapes: compare priors
         priors = zip(fresh.weight_layers, saved.weight_layers, strict=True)
         if not all(torch.equal(a.prior_w.tau, b.prior_w.tau.to(a.prior_w.tau)) for a, b in priors):

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from amp import claims
+from harness import claims
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def summary_rows(dataset="cifar10", arch="conv890k", **by_method):

@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from amp.io import atomic_open  # noqa: E402
-from amp.report import METHOD_LABELS  # noqa: E402
+from harness.report import METHOD_LABELS  # noqa: E402
 
 __all__ = ["plot_epoch_seconds", "plot_learning_curves", "plot_reliability", "reliability_bins"]
 
@@ -192,7 +192,7 @@ def plot_learning_curves(
     """Test accuracy and NLL after every epoch against cumulative training seconds.
 
     Args:
-        records: ``metrics.json`` contents (:func:`amp.report.run_record`) of the runs; runs
+        records: ``metrics.json`` contents (:func:`harness.report.run_record`) of the runs; runs
             without per-epoch test scores are skipped. IVON@mean is left out: it shares IVON's
             training run, whose per-epoch scores are taken at the mean weights.
         path: Image file to write.
