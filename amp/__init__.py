@@ -15,6 +15,7 @@ Example:
 from amp import specs
 from amp.gaussian import NatGaussian
 from amp.network import Network
-from amp.trainer import DivergenceError, Schedule, Trainer
+from amp.schedules import Schedule
+from amp.trainer import DivergenceError, Trainer
 
 __all__ = ["DivergenceError", "NatGaussian", "Network", "Schedule", "Trainer", "specs"]

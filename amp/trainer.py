@@ -7,7 +7,8 @@ keeps one message per batch (:class:`amp.store.MessageStore`) and the running ma
 1. hands every weight layer the batch's **cavity** ``Q / store[b]`` — the posterior without this
    batch — and resets all per-example messages to uniform;
 2. runs ``its`` sweeps over the batch's examples in a shuffled order, group by group
-   (:class:`Schedule`): forward and backward messages, the marginals updated after each group;
+   (:mod:`amp.schedules`): forward and backward messages, the marginals updated after each
+   group;
 3. replaces the stored message by the product of the visit's per-example messages, damped by an
    exponential moving average (:func:`ema_beta`), and updates ``Q``.
 
@@ -17,11 +18,13 @@ batch is seen again: revisiting the data refines the posterior instead of counti
 
 Reference: ``Trainer``, ``train``, ``train_batch``, ``reset_for_batch`` and
 ``store_likelihood_messages`` in ``lib/factor_graph.jl`` (the arXiv/ICLR version, R1).
+
+(Over 400 lines: one class, whose training loop, data checks and resumable state share the same
+attributes; the within-batch schedules live in :mod:`amp.schedules`.)
 """
 
 from __future__ import annotations
 
-import enum
 import math
 import shutil
 import tempfile
@@ -38,9 +41,11 @@ from amp.gaussian import NatGaussian, ema
 from amp.layers import Group
 from amp.network import Network
 from amp.runtime import Stopwatch
+from amp.schedules import DEFAULT_GROUP_SIZE, Schedule
 from amp.store import MessageStore
 
 __all__ = [
+    "DEFAULT_GROUP_SIZE",
     "DivergenceError",
     "Schedule",
     "Trainer",
@@ -54,32 +59,7 @@ EMA_FLOOR = 0.9
 EMA_DECAY = 0.3
 """Rate at which the EMA weight decays from 1 (epoch 1) to :data:`EMA_FLOOR`."""
 
-DEFAULT_GROUP_SIZE = 16
-"""Examples per group of the grouped schedules (see :class:`Schedule`)."""
-
 CHECKPOINT_VERSION = 1
-
-
-class Schedule(enum.StrEnum):
-    """Order in which the examples of a batch send their messages.
-
-    The messages of one group of examples are all computed against the same marginals and
-    absorbed together; groups follow one another, each seeing the updates of the previous ones.
-    """
-
-    SEQUENTIAL = "sequential"
-    """Groups of one: every update is visible to the next example (the reference schedule)."""
-
-    GROUPED = "grouped"
-    """Groups of ``group_size`` examples (default 8): stable and several times faster."""
-
-    PARALLEL = "parallel"
-    """The whole batch at once (Jacobi). Diverges on non-linear networks; kept for comparison."""
-
-    SCALED = "scaled"
-    """Groups of ``group_size`` examples whose combined update is scaled per output unit so that
-    it does not overshoot (see :meth:`amp.layers.WeightLayer._update_group`);
-    ``group_size=1`` is the sequential schedule."""
 
 
 class DivergenceError(RuntimeError):
@@ -106,7 +86,7 @@ class Trainer:
         net: The network.
         batch_size: Examples per batch (fixed contiguous partition of the training set).
         schedule: Within-batch schedule (:class:`Schedule` or its name).
-        group_size: Examples per group of the ``grouped`` schedule.
+        group_size: Examples per group of the ``scaled`` and ``grouped`` schedules.
         iterations: Sweeps per batch visit: an int, or a function of the (1-based) epoch.
             Defaults to :func:`default_iterations`.
         damping: Use the EMA of :func:`ema_beta` on stored batch messages (``False``: β = 1).
@@ -153,8 +133,6 @@ class Trainer:
         self.store_dtype = store_dtype or net.dtype
         self.store_dir = None if store_dir is None else Path(store_dir)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
-        for layer in net.weight_layers:  # groups of one: the scaled step is the reference one
-            layer.scaled = self._scaled_groups
         self.progress = progress
         self.final_marginal = final_marginal
         self.epoch = 0
@@ -214,18 +192,6 @@ class Trainer:
         if not isinstance(its, int) or its < 1:
             raise ValueError(f"invalid iterations for epoch {epoch}: {its!r} (must be >= 1)")
         return its
-
-    @property
-    def _scaled_groups(self) -> bool:
-        """Whether groups are absorbed as scaled group sites (``scaled``, groups of two or more)."""
-        return self.schedule is Schedule.SCALED and self.group_size > 1
-
-    def _group(self, batch_size: int) -> int:
-        if self.schedule is Schedule.SEQUENTIAL:
-            return 1
-        if self.schedule is Schedule.PARALLEL:
-            return batch_size
-        return self.group_size
 
     # ---------------------------------------------------------------------------- training
     def fit(
@@ -295,13 +261,15 @@ class Trainer:
         axis = self._example_axis
         xb, yb = x.narrow(axis, lo, hi - lo), y.narrow(axis, lo, hi - lo)
         size = hi - lo
+        combiner = self.schedule.combiner(self.group_size)
         for layer, (sw, sb), (qw, qb) in zip(
             self.net.weight_layers, self.stores, self.totals, strict=True
         ):
             cavity_w, cavity_b = self._cavity(qw, sw.get(batch)), self._cavity(qb, sb.get(batch))
-            layer.begin_visit(cavity_w, cavity_b, keep_messages=its > 1)
+            layer.begin_visit(cavity_w, cavity_b, keep_messages=its > 1, combiner=combiner)
         order = torch.randperm(size, generator=self.generator).to(x.device)
-        groups = [Group(idx, k) for k, idx in enumerate(order.split(self._group(size)))]
+        length = self.schedule.group_length(size, self.group_size)
+        groups = [Group(idx, k) for k, idx in enumerate(order.split(length))]
         self.net.begin_batch(size, len(groups))
         for _ in range(its):
             for group in groups:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from amp import specs
+from amp.padding import symmetric_pad2d
 
 __all__ = [
     "Likelihood",
@@ -72,45 +73,11 @@ def likelihood_of(layers: Sequence[specs.LayerSpec]) -> Likelihood:
     )
 
 
-def _symmetric_index(size: int, padding: int, device: torch.device) -> torch.Tensor:
-    """Source index of every position of a symmetrically padded axis, shape ``(size + 2p,)``."""
-    index = torch.arange(-padding, size + padding, device=device)
-    index = torch.where(index < 0, -index - 1, index)  # -1 -> 0, -2 -> 1, ...
-    return torch.where(index >= size, 2 * size - 1 - index, index)  # size -> size - 1, ...
-
-
-def symmetric_pad2d(x: torch.Tensor, padding: int) -> torch.Tensor:
-    """Pad the last two axes by mirroring the border, edge pixel included.
-
-    This is ``numpy.pad(mode="symmetric")``: ``[1, 2, 3]`` padded by 2 gives
-    ``[2, 1, 1, 2, 3, 3, 2]``. PyTorch's ``"reflect"`` mode leaves out the edge pixel
-    (``[3, 2, 1, 2, 3, 2, 1]``) and is therefore a different padding.
-
-    Args:
-        x: Images, shape ``(..., H, W)``.
-        padding: Pixels added on every side, at most ``min(H, W)``.
-
-    Returns:
-        Padded images, shape ``(..., H + 2p, W + 2p)``.
-
-    Raises:
-        ValueError: If ``padding`` is negative or larger than the image.
-    """
-    height, width = x.shape[-2:]
-    if padding < 0 or padding > min(height, width):
-        raise ValueError(
-            f"invalid padding: {padding!r} (must lie in [0, {min(height, width)}] "
-            f"for images of size {height}x{width})"
-        )
-    if padding == 0:
-        return x
-    rows = _symmetric_index(height, padding, x.device)
-    cols = _symmetric_index(width, padding, x.device)
-    return x.index_select(-2, rows).index_select(-1, cols)
-
-
 class SymmetricPad2d(nn.Module):
-    """Module form of :func:`symmetric_pad2d` (no parameters).
+    """Module form of :func:`amp.padding.symmetric_pad2d` (no parameters).
+
+    Mirrors the border including the edge pixel, as the reference's ``NNlib.pad_symmetric``;
+    PyTorch's ``"reflect"`` padding leaves the edge pixel out and is a different padding.
 
     Args:
         padding: Pixels added on every side.

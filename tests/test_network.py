@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from amp import specs
-from amp.factors import linear
+from amp.factors import linear_series
 from amp.network import Network
 from amp.trainer import Trainer
 from harness.data import make_sine
@@ -85,14 +85,14 @@ def test_per_network_data_and_predictions():
 @pytest.mark.parametrize("schedule", ["sequential", "scaled", "grouped"])
 def test_series_and_elementwise_paths_train_the_same_network(schedule, monkeypatch):
     used = []
-    series = linear.group_backward
+    series = linear_series.group_backward
 
     def counting(*args, **kwargs):
         result = series(*args, **kwargs)
         used.append(result is not None)
         return result
 
-    monkeypatch.setattr(linear, "group_backward", counting)
+    monkeypatch.setattr(linear_series, "group_backward", counting)
     # fully connected layers use the series evaluation when it is cheaper: results must agree
     g = torch.Generator().manual_seed(0)
     x = torch.randn(48, 1, 12, 12, generator=g, dtype=F64)

@@ -9,7 +9,7 @@ came from.
 
 Padding is part of the factor: ``"zeros"`` pads with the constant 0; ``"symmetric"`` mirrors the
 border including the edge pixel (the reference's ``NNlib.pad_symmetric``), so a padded pixel is a
-copy of an interior one and its messages return to that pixel.
+copy of an interior one and its messages return to that pixel (:mod:`amp.padding`).
 
 Reference: ``forward_conv_factor`` / ``backward_conv_factor`` / ``unfold_input`` in
 ``lib/message_equations.jl``.
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from amp.factors import linear
 from amp.gaussian import NatGaussian
+from amp.padding import symmetric_index, symmetric_pad2d
 
 __all__ = [
     "PADDING_MODES",
@@ -46,18 +46,6 @@ PADDING_MODES = ("zeros", "symmetric")
 """Constant zeros, or a mirror of the border that includes the edge pixel."""
 
 
-def symmetric_index(size: int, padding: int, device: torch.device | None = None) -> Tensor:
-    """Source index of every position of a symmetrically padded axis.
-
-    ``[1, 2, 3]`` padded by 2 is ``[2, 1, 1, 2, 3, 3, 2]``, i.e. indices ``[1, 0, 0, 1, 2, 2, 1]``.
-    """
-    if padding > size:
-        raise ValueError(f"symmetric padding {padding} needs an axis of at least that size")
-    left = torch.arange(padding - 1, -1, -1, device=device)
-    right = torch.arange(size - 1, size - 1 - padding, -1, device=device)
-    return torch.cat([left, torch.arange(size, device=device), right])
-
-
 def _check_mode(mode: str) -> None:
     if mode not in PADDING_MODES:
         raise ValueError(f"invalid padding mode: {mode!r} (use 'zeros' or 'symmetric')")
@@ -70,9 +58,7 @@ def pad(t: Tensor, padding: int, mode: str) -> Tensor:
         return t
     if mode == "zeros":
         return F.pad(t, (padding, padding, padding, padding))
-    rows = symmetric_index(t.shape[-2], padding, t.device)
-    cols = symmetric_index(t.shape[-1], padding, t.device)
-    return t.index_select(-2, rows).index_select(-1, cols)
+    return symmetric_pad2d(t, padding)
 
 
 def pad_adjoint(t: Tensor, padding: int, mode: str) -> Tensor:

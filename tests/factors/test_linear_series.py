@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from amp.factors import conv2d, linear
+from amp.factors import conv2d, linear, linear_series
 from amp.gaussian import NatGaussian
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
@@ -42,7 +42,7 @@ def relative_error(got, ref):
 @pytest.mark.parametrize("outlier", [False, True])
 def test_series_equals_elementwise_messages(dtype, hidden, lead, outlier):
     fwd, m_back = random_layer(dtype, hidden=hidden, lead=lead, outlier=outlier)
-    fast = linear.group_backward(fwd, m_back, with_input=hidden)
+    fast = linear_series.group_backward(fwd, m_back, with_input=hidden)
     assert fast is not None
     terms = linear.term_messages(fwd, m_back)
     ref_w = linear.to_weight(fwd, terms, reduce_examples=True).take(-3, 0)
@@ -68,7 +68,7 @@ def test_series_declines_when_most_rows_need_the_exact_evaluation():
         fwd.out_mean,
         fwd.out_var,
     )
-    assert linear.group_backward(fwd, m_back, with_input=True) is None
+    assert linear_series.group_backward(fwd, m_back, with_input=True) is None
 
 
 def test_weights_per_example_are_not_for_the_series():
@@ -83,7 +83,7 @@ def test_weights_per_example_are_not_for_the_series():
         fwd.out_mean,
         fwd.out_var,
     )
-    assert linear.group_backward(per_example, m_back, with_input=False) is None
+    assert linear_series.group_backward(per_example, m_back, with_input=False) is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -104,7 +104,7 @@ def test_series_equals_elementwise_messages_of_a_convolution(dtype, hidden, per_
         torch.randn(6, 32, 10, 10, generator=gen, dtype=torch.float64),
         torch.rand(6, 32, 10, 10, generator=gen, dtype=torch.float64) + 0.5,
     ).to(dtype)
-    fast = linear.group_backward(
+    fast = linear_series.group_backward(
         fwd.linear, conv2d.positions(m_back), with_input=hidden, per_example=per_example
     )
     assert fast is not None
