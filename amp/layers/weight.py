@@ -157,14 +157,20 @@ class WeightLayer:
 
         Reference rule: the first layer uses each example's cavity (the marginal without the
         example's own message), hidden layers the full weight marginal, every layer the bias
-        cavity. Group sites (with a combiner): every layer uses the group's cavity, the marginal
-        without the group's own messages.
+        cavity. Group sites (with a combiner) follow the same rule with the group in place of
+        the example: the group's cavity (the marginal without the group's own messages) for the
+        first layer's weights and every bias, the full marginal for hidden layers' weights
+        (unless the combiner asks for the group's cavity there too, see
+        :attr:`amp.schedules.ScaledCombiner.hidden_weights`).
         """
         ex = self.ex
         if self._own_messages_zero or self.msg_b is None:
             return self.q_w.unsqueeze(ex), self.q_b.unsqueeze(ex)
         if self.combiner is not None:
-            return self.group_cavity(group)
+            weights, bias = self.group_cavity(group)
+            if not self.first and self.combiner.hidden_weights == "marginal":
+                weights = self.q_w.unsqueeze(ex)
+            return weights, bias
         bias = self.q_b.unsqueeze(ex).div(self.msg_b.take(ex, group.idx))
         weights = self.q_w.unsqueeze(ex)
         if self.first:
