@@ -14,9 +14,9 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 __all__ = [
     "ARCHITECTURES",
@@ -28,10 +28,13 @@ __all__ = [
     "Linear",
     "MaxPool2d",
     "Regression",
+    "SPEC_TYPES",
     "Softmax",
     "arch",
     "count_parameters",
+    "from_dict",
     "output_shapes",
+    "to_dict",
 ]
 
 
@@ -141,6 +144,11 @@ class Regression:
 LayerSpec = Linear | Conv2d | LeakyReLU | MaxPool2d | Flatten | Argmax | Softmax | Regression
 OUTPUT_SPECS = (Argmax, Softmax, Regression)
 WEIGHT_SPECS = (Linear, Conv2d)
+SPEC_TYPES: dict[str, type] = {
+    kind.__name__: kind
+    for kind in (Linear, Conv2d, LeakyReLU, MaxPool2d, Flatten, Argmax, Softmax, Regression)
+}
+"""Every layer-spec class by name: the fixed table :func:`from_dict` rebuilds specs from."""
 
 
 def _check_positive_int(name: str, value: int) -> None:
@@ -320,3 +328,37 @@ def count_parameters(layers: Sequence[LayerSpec], input_shape: Sequence[int]) ->
             total += (shape[0] * layer.kernel_size**2 + 1) * layer.out_channels
         shape = out_shape
     return total
+
+
+def to_dict(layer: LayerSpec) -> dict[str, Any]:
+    """A layer spec as plain data for checkpoints: its class name under ``"type"``, and its fields.
+
+    ``Linear(32)`` becomes ``{"type": "Linear", "out_features": 32, "prior_var": None}``.
+
+    Raises:
+        ValueError: If ``layer`` is not one of :data:`SPEC_TYPES`.
+    """
+    name = type(layer).__name__
+    if SPEC_TYPES.get(name) is not type(layer):
+        raise ValueError(f"not a layer spec: {layer!r}")
+    return {"type": name, **{field.name: getattr(layer, field.name) for field in fields(layer)}}
+
+
+def from_dict(entry: Mapping[str, Any]) -> LayerSpec:
+    """Rebuild a layer spec from :func:`to_dict`'s output (validated again by its class).
+
+    Raises:
+        ValueError: If the type is not one of :data:`SPEC_TYPES` or a field is unknown or invalid.
+    """
+    if not isinstance(entry, Mapping) or entry.get("type") not in SPEC_TYPES:
+        known = ", ".join(SPEC_TYPES)
+        raise ValueError(f"not a layer spec entry: {entry!r} (type must be one of {known})")
+    kind = SPEC_TYPES[entry["type"]]
+    values = {key: value for key, value in entry.items() if key != "type"}
+    unknown = sorted(set(values) - {field.name for field in fields(kind)})
+    if unknown:
+        raise ValueError(f"layer spec {entry['type']} has no field(s) {unknown}")
+    try:
+        return kind(**values)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(f"invalid {entry['type']} spec {entry!r}: {err}") from None

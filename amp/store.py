@@ -162,7 +162,7 @@ class MessageStore:
         for target, name in zip((self._tau, self._rho), state["files"], strict=True):
             path = snapshot / name
             try:
-                saved = np.load(path, mmap_mode="r")
+                saved = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as err:
                 raise ValueError(f"stored batch messages {path} are missing or corrupt") from err
             if saved.shape != tuple(target.shape):

@@ -36,11 +36,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from amp import io
+from amp import io, specs
 from amp.gaussian import NatGaussian, ema
 from amp.layers import Group
 from amp.network import Network
-from amp.runtime import Stopwatch
+from amp.runtime import DTYPES, Stopwatch, resolve_dtype
 from amp.schedules import DEFAULT_GROUP_SIZE, Schedule
 from amp.store import MessageStore
 
@@ -59,7 +59,10 @@ EMA_FLOOR = 0.9
 EMA_DECAY = 0.3
 """Rate at which the EMA weight decays from 1 (epoch 1) to :data:`EMA_FLOOR`."""
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""Format of :meth:`Trainer.state_dict`. Version 2 holds plain data only (layer specs as dicts,
+dtypes by name), so that a checkpoint loads without running code from it; version 1 pickled
+the layer-spec classes."""
 
 
 class DivergenceError(RuntimeError):
@@ -369,16 +372,16 @@ class Trainer:
         """The whole training state at an epoch boundary."""
         return {
             "version": CHECKPOINT_VERSION,
-            "specs": self.net.specs,
+            "specs": [specs.to_dict(layer) for layer in self.net.specs],
             "input_shape": self.net.input_shape,
-            "dtype": str(self.net.dtype),
+            "dtype": _dtype_name(self.net.dtype),
             "network": self.net.state_dict(),
             "config": {
                 "batch_size": self.batch_size,
                 "schedule": self.schedule.value,
                 "group_size": self.group_size,
                 "damping": self.damping,
-                "store_dtype": str(self.store_dtype),
+                "store_dtype": _dtype_name(self.store_dtype),
                 "final_marginal": self.final_marginal,
             },
             "iterations": self.iterations if isinstance(self.iterations, int) else None,
@@ -430,17 +433,28 @@ class Trainer:
             progress: Show progress bars.
 
         Raises:
+            amp.io.UnsafeCheckpointError: If the file needs code to load (an earlier version's
+                checkpoint, or a crafted file); nothing from it is run.
             amp.io.CorruptFileError: If the file (or a disk store's snapshot) is damaged, or it
-                is not a trainer checkpoint.
+                is not a trainer checkpoint of this version.
         """
         state = io.load_checkpoint(
             path, required_keys=("version", "specs", "network", "stores", "generator")
         )
-        dtype = getattr(torch, state["dtype"].removeprefix("torch."))
-        net = Network(state["specs"], state["input_shape"], dtype=dtype, device=device)
-        net.load_state_dict(state["network"])
+        if state["version"] != CHECKPOINT_VERSION:
+            raise io.CorruptFileError(
+                f"checkpoint {path} has format version {state['version']!r}, this version of "
+                f"the harness writes {CHECKPOINT_VERSION}; delete it and rerun to write it afresh"
+            )
         config = dict(state["config"])
-        config["store_dtype"] = getattr(torch, config["store_dtype"].removeprefix("torch."))
+        try:
+            layers = [specs.from_dict(entry) for entry in state["specs"]]
+            dtype = resolve_dtype(state["dtype"])
+            config["store_dtype"] = resolve_dtype(config["store_dtype"])
+        except (ValueError, TypeError) as err:
+            raise io.CorruptFileError(f"checkpoint {path}: {err}") from err
+        net = Network(layers, state["input_shape"], dtype=dtype, device=device)
+        net.load_state_dict(state["network"])
         trainer = cls(
             net,
             iterations=state["iterations"],
@@ -461,3 +475,11 @@ class Trainer:
                     raise io.CorruptFileError(f"checkpoint {path}: {err}") from err
             trainer._recompute_totals()
         return trainer
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """The name of a dtype in :data:`amp.runtime.DTYPES` (checkpoints store dtypes by name)."""
+    for name, value in DTYPES.items():
+        if value == dtype:
+            return name
+    raise ValueError(f"cannot checkpoint dtype {dtype} (use one of {', '.join(DTYPES)})")

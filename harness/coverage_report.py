@@ -42,7 +42,7 @@ def save_predictions(path: str, study: dict[str, np.ndarray], methods: dict[str,
 def load_predictions(path: str) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
     """Inverse of :func:`save_predictions`: ``(study arrays, {method: {"mean", "var"}})``."""
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError) as err:
         raise io.CorruptFileError(f"coverage predictions {path} are corrupt: {err}") from err

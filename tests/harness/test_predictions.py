@@ -194,6 +194,6 @@ def test_invalid_construction_raises(kwargs, match):
 
 def test_metadata_is_json_inside_the_npz(tmp_path):
     path = make_regression().save(tmp_path / "r.npz")
-    with np.load(path) as archive:
+    with np.load(path, allow_pickle=False) as archive:
         assert json.loads(str(archive["metadata"])) == {"method": "ivon", "seed": 0}
         assert str(archive["kind"]) == "regression"
