@@ -23,7 +23,8 @@ No pickle is executed beyond building NumPy arrays.
 Modules: :mod:`~harness.data.dataset` (the container, errors, summaries, cache),
 :mod:`~harness.data.normalization`, :mod:`~harness.data.sine`, :mod:`~harness.data.formats`
 (on-disk readers), :mod:`~harness.data.sources` (finding and downloading files) and
-:mod:`~harness.data.loading` (:func:`load_dataset`, :func:`load_ood`).
+:mod:`~harness.data.loading` (:func:`load_dataset`, :func:`load_ood`) and
+:mod:`~harness.data.uci` (the UCI regression sets with their standard splits).
 
 Example:
     >>> from harness.data import load_dataset
@@ -51,6 +52,7 @@ from harness.data.normalization import (
 )
 from harness.data.sine import make_sine, sine_function
 from harness.data.sources import DATA_ROOT_ENV, FASHION_MNIST_SYSTEM_DIRS
+from harness.data.uci import UCI_SETS, load_uci, to_original_units
 
 __all__ = [
     "DATASETS",
@@ -58,6 +60,7 @@ __all__ = [
     "FASHION_MNIST_SYSTEM_DIRS",
     "INPUT_ABS_LIMIT",
     "NORMALIZATIONS",
+    "UCI_SETS",
     "DataError",
     "Dataset",
     "DatasetNotFoundError",
@@ -67,9 +70,11 @@ __all__ = [
     "fit_normalization",
     "load_dataset",
     "load_ood",
+    "load_uci",
     "load_saved_dataset",
     "make_sine",
     "read_idx",
     "save_dataset",
     "sine_function",
+    "to_original_units",
 ]

@@ -11,11 +11,13 @@ from harness.data.dataset import NORMALIZATIONS, DataError, Dataset, check_choic
 from harness.data.normalization import apply_normalization, fit_normalization
 from harness.data.sine import SINE_SEED
 from harness.data.sources import default_root, load_digits, load_raw, load_svhn
+from harness.data.uci import load_uci
 
 __all__ = ["DATASETS", "load_dataset", "load_ood"]
 
 DATASETS = ("sine", "fashion_mnist", "mnist", "digits", "cifar10", "svhn")
-"""Names accepted by :func:`load_dataset` (``-`` may be written for ``_``)."""
+"""Names accepted by :func:`load_dataset` (``-`` may be written for ``_``), besides the UCI
+regression sets ``"uci/<name>"`` (:data:`harness.data.uci.UCI_SETS`)."""
 
 
 def load_dataset(
@@ -28,6 +30,7 @@ def load_dataset(
     normalization: str | None = None,
     download: bool = False,
     dtype: torch.dtype = torch.float64,
+    split: int | None = None,
 ) -> Dataset:
     """Load a data set by name, optionally subsample it, and normalise it.
 
@@ -35,8 +38,14 @@ def load_dataset(
     ``root/FashionMNIST/raw`` or ``root/cifar-10-batches-py``); Fashion-MNIST also in
     :data:`FASHION_MNIST_SYSTEM_DIRS`. Only with ``download=True`` is anything fetched.
 
+    The UCI regression sets are named ``"uci/<name>"`` (``"uci/boston"``, ...; see
+    :data:`harness.data.uci.UCI_SETS`) and need ``split``; they are read from the repository's
+    ``data/uci`` (or from ``root``, the directory of their archives) by
+    :func:`harness.data.uci.load_uci`, always normalised per feature with the split's training
+    statistics, targets included, and without subsets.
+
     Args:
-        name: One of :data:`DATASETS`.
+        name: One of :data:`DATASETS`, or ``"uci/<name>"``.
         root: Data directory; default ``$AMP_DATA_ROOT`` or ``data``.
         subset: Size of a seeded random subset of the training set (``None``: all of it). A
             subset keeps the original order, and with the same seed a smaller subset lies
@@ -48,15 +57,31 @@ def load_dataset(
             (as in the reference) and ``"global"`` otherwise.
         download: Download missing files with torchvision.
         dtype: Floating dtype of the inputs (and of regression targets).
+        split: The standard split of a UCI set (required there, refused elsewhere).
 
     Returns:
         The :class:`Dataset`; statistics come from the (subset) training set.
 
     Raises:
-        ValueError: On an unknown name or normalisation, or a subset larger than the data.
+        ValueError: On an unknown name or normalisation, a subset larger than the data, or a
+            ``split`` missing for a UCI set or given for another one.
         DatasetNotFoundError: If the files are missing; the message says how to get them.
         DataError: If a file is corrupt or the data are invalid.
     """
+    if name.lower().startswith("uci/"):
+        if split is None or subset is not None or test_subset is not None:
+            raise ValueError(
+                f"{name}: a UCI set is loaded by its standard split, e.g. "
+                f"load_dataset({name!r}, split=0), without subset or test_subset"
+            )
+        if normalization not in (None, "per_channel"):
+            raise ValueError(
+                f"{name}: UCI sets are normalised per feature with the split's training "
+                f"statistics (the published protocol); got normalization={normalization!r}"
+            )
+        return load_uci(name[len("uci/") :], split, root=root, dtype=dtype)
+    if split is not None:
+        raise ValueError(f"split={split!r} applies to UCI sets ('uci/<name>') only, not {name!r}")
     name = check_choice("dataset name", name.lower().replace("-", "_"), DATASETS)
     mode = normalization or ("none" if name == "sine" else "global")
     check_choice("normalization", mode, NORMALIZATIONS)
