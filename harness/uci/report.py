@@ -225,11 +225,11 @@ def _definitions(sources: Mapping[str, PublishedSource], columns: Sequence[str])
 def protocol_notes(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
     """Lines stating how each of our methods ran: settings, epochs per set, the noise grid."""
     lines = [
-        "- **Ours**: one hidden layer of 50 units (protein 100), LeakyReLU(0.1) for every method "
-        "(PBP and the others used ReLU); inputs and target normalised with the training split's "
-        "statistics; the noise variance chosen per split from the grid by the log-likelihood on "
-        "a random 20 % of the training split (trained on the other 80 %), then the network "
-        "retrained on the whole training split."
+        "- **Protocol (ours)**: one hidden layer of 50 units (protein 100), LeakyReLU(0.1) for "
+        "every method (PBP and the others used ReLU); inputs and target normalised with the "
+        "training split's statistics; the noise variance chosen per split from the grid by "
+        "the log-likelihood on a random 20 % of the training split (trained on the other "
+        "80 %), then the network retrained on the whole training split."
     ]
     by_method: dict[str, dict[str, Any]] = {}
     for name, methods in runs.items():
