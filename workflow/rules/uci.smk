@@ -3,38 +3,7 @@
 # One training job per (data set, method) trains the configured splits together (one network per
 # split), after choosing each split's noise variance on a validation part of its training rows.
 
-from harness.data.uci import UCI_SETS
-
-UCI = config.get("uci")
-
-
-def uci_splits(name):
-    """The configured splits of a set (`all`: every standard split)."""
-    chosen = UCI["sets"][name]
-    return list(range(UCI_SETS[name].splits)) if chosen == "all" else list(chosen)
-
-
-def uci_protocol():
-    """Keyword arguments of harness.uci.protocol.Protocol given in the configuration."""
-    return {k: UCI[k] for k in ("noise_grid", "validation_seed", "seed") if k in UCI}
-
-
 if UCI:
-    UCI_RESULTS = f"{RESULTS}/{UCI['name']}"
-    UCI_REPORTS = f"{REPORTS}/{UCI['name']}"
-    UCI_LOGS = f"{LOGS}/{UCI['name']}"
-    UCI_FILES = ("table.md", "table.csv", "table.tex", "rmse_ll.png")
-
-    def get_uci_outputs():
-        return [f"{UCI_RESULTS}/summary.json", *[f"{UCI_REPORTS}/{f}" for f in UCI_FILES]]
-
-    def get_uci_runs(wildcards=None):
-        return {
-            f"runs_{name}_{method}": f"{UCI_RESULTS}/{name}/{method}/runs.json"
-            for name in UCI["sets"]
-            for method in UCI["methods"]
-        }
-
     register_outputs("uci", get_uci_outputs)
 
     wildcard_constraints:
