@@ -21,7 +21,7 @@ SNAKEMAKE := $(BIN)/python -m snakemake
 HAVE_FASHION := $(BIN)/python -c "from harness.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1)"
 GET_FASHION := $(BIN)/python -c "from harness.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1, download=True)"
 
-.PHONY: help venv data test test-slow all ci ci-pipeline gpu-check bench lint format dryrun report clean
+.PHONY: help venv data test test-slow all ci ci-pipeline uci gpu-check bench lint format dryrun report clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CORES=$(CORES)] [CONFIG=$(CONFIG)]"
@@ -68,6 +68,9 @@ ci: $(STAMP) data ## what CI runs after set-up: tests, slow tests, CI pipeline a
 	$(BIN)/pytest -q -m slow --deselect tests/workflow/test_pipeline.py::test_ci_configuration_end_to_end
 	$(MAKE) --no-print-directory ci-pipeline
 
+uci: $(STAMP) ## the UCI regression benchmark, nine sets (reports/uci/; see README for the time)
+	$(SNAKEMAKE) all --cores $(CORES) --configfile configs/uci.yaml
+
 bench: $(STAMP) ## speed and memory of MP, AdamW and IVON on this CPU (reports/bench_cpu.md)
 	$(BIN)/python -m harness.bench --device cpu --threads $(CORES) --out reports
 
@@ -84,8 +87,8 @@ format: $(STAMP) ## format the code and fix what ruff can fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-dryrun: $(STAMP) ## dry-run every configuration (default, ci, paper)
-	@for config in configs/default.yaml configs/ci.yaml configs/paper.yaml; do \
+dryrun: $(STAMP) ## dry-run every configuration (default, ci, paper, uci)
+	@for config in configs/default.yaml configs/ci.yaml configs/paper.yaml configs/uci.yaml; do \
 		echo "== $$config"; \
 		$(SNAKEMAKE) -n --quiet rules --configfile $$config; \
 	done

@@ -2,6 +2,7 @@
 #
 #   snakemake --cores 2 all                                  default configuration (CPU)
 #   snakemake --cores 8 all --configfile configs/paper.yaml  the paper's protocol (GPU)
+#   snakemake --cores 2 all --configfile configs/uci.yaml    UCI regression, nine sets
 #   snakemake --report reports/report.html                   HTML report of the last run
 #
 # Rules live in workflow/rules/; the configuration is validated against
@@ -29,6 +30,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/coverage.smk"
 include: "workflow/rules/bench.smk"
+include: "workflow/rules/uci.smk"
 
 
 # Cheap bookkeeping and plotting jobs run on the submitting machine under a cluster executor.
@@ -39,6 +41,7 @@ localrules:
     plot_reliability,
     plot_training,
     render_claims,
+    summarize_uci,
 
 
 # ---- everything the configuration asks for (each rules file registers its section) ----

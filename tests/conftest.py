@@ -147,7 +147,7 @@ def fake_data() -> SimpleNamespace:
 @pytest.fixture
 def no_system_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide system-wide data sets (the Debian Fashion-MNIST package) from :mod:`harness.data`."""
-    import harness.data
+    from harness.data import sources
 
-    monkeypatch.setattr(harness.data, "FASHION_MNIST_SYSTEM_DIRS", ())
-    monkeypatch.delenv(harness.data.DATA_ROOT_ENV, raising=False)
+    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", ())
+    monkeypatch.delenv(sources.DATA_ROOT_ENV, raising=False)

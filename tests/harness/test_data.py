@@ -12,7 +12,7 @@ import torch
 
 from amp.io import CorruptFileError
 from harness import data
-from harness.data import DataError, Dataset, DatasetNotFoundError, load_dataset, load_ood
+from harness.data import DataError, Dataset, DatasetNotFoundError, load_dataset, load_ood, sources
 
 DTYPES = [torch.float64, torch.float32]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -330,7 +330,7 @@ def test_download_switch_fetches_then_reads(tmp_path, fake_data, no_system_data,
         calls.append(name)
         fake_data.mnist(root / "FashionMNIST" / "raw", gz=False)
 
-    monkeypatch.setattr(data, "_download", fake_download)
+    monkeypatch.setattr(sources, "_download", fake_download)
     with pytest.raises(DatasetNotFoundError):
         load_dataset("fashion_mnist", root=tmp_path)
     assert calls == []  # nothing is fetched without download=True
@@ -341,7 +341,7 @@ def test_download_switch_fetches_then_reads(tmp_path, fake_data, no_system_data,
     def failing_download(name, root, files):
         raise RuntimeError("Name or service not known")
 
-    monkeypatch.setattr(data, "_download", failing_download)
+    monkeypatch.setattr(sources, "_download", failing_download)
     with pytest.raises(DatasetNotFoundError, match="downloading 'cifar10'.*service not known"):
         load_dataset("cifar10", root=tmp_path, download=True)
 

@@ -41,8 +41,8 @@ RESULTS = config["paths"]["results"]
 LOGS = config["paths"]["logs"]
 BENCHMARKS = config["paths"]["benchmarks"]
 REPORTS = config["paths"]["reports"]
-EXPERIMENTS = config["experiments"]
-TRAINING = config["training"]
+EXPERIMENTS = config.get("experiments", {})  # a configuration may hold only other sections
+TRAINING = config.get("training", {})
 GPUS = 1 if config["device"].startswith("cuda") else 0
 THREADS = config["threads"]
 CONDA_ENV = "../../environment.yml"  # used only with --sdm conda (untested)
@@ -207,6 +207,42 @@ def get_coverage_predictions(wildcards=None):
     return {
         variant: [f"{RESULTS}/coverage/{variant}/{method}.npz" for method in COVERAGE["methods"]]
         for variant in COVERAGE["variants"]
+    }
+
+
+# ---- the UCI regression benchmark (workflow/rules/uci.smk) ----
+
+from harness.data.uci import UCI_SETS
+
+UCI = config.get("uci")
+if UCI:
+    UCI_RESULTS = f"{RESULTS}/{UCI['name']}"
+    UCI_REPORTS = f"{REPORTS}/{UCI['name']}"
+    UCI_LOGS = f"{LOGS}/{UCI['name']}"
+UCI_FILES = ("table.md", "table.csv", "table.tex", "rmse_ll.png")
+
+
+def uci_splits(name):
+    """The configured splits of a set (`all`: every standard split)."""
+    chosen = UCI["sets"][name]
+    return list(range(UCI_SETS[name].splits)) if chosen == "all" else list(chosen)
+
+
+def uci_protocol():
+    """Keyword arguments of harness.uci.protocol.Protocol given in the configuration."""
+    return {k: UCI[k] for k in ("noise_grid", "validation_seed", "seed") if k in UCI}
+
+
+def get_uci_outputs():
+    return [f"{UCI_RESULTS}/summary.json", *[f"{UCI_REPORTS}/{f}" for f in UCI_FILES]]
+
+
+def get_uci_runs(wildcards=None):
+    """The runs file of every (set, method), named runs_<set>_<method>."""
+    return {
+        f"runs_{name}_{method}": f"{UCI_RESULTS}/{name}/{method}/runs.json"
+        for name in UCI["sets"]
+        for method in UCI["methods"]
     }
 
 

@@ -93,4 +93,5 @@ rule render_claims:
         "../scripts/render_claims.py"
 
 
-register_outputs("reports", get_report_outputs)
+if EXPERIMENTS:
+    register_outputs("reports", get_report_outputs)
