@@ -175,15 +175,11 @@ def run_record(
 
     Returns:
         ``{"dataset", "arch", "method", "seed", "metrics", "timing", "parameters", "epochs",
-        "history", "config"}``. ``metrics`` adds to the library's metrics
-        ``confidence_mean`` (mean top-label probability) and ``overconfidence``
-        (``confidence_mean - accuracy``; positive means overconfident).
+        "history", "config"}``; ``metrics`` are those of
+        :func:`harness.metrics.classification_metrics` (among them ``overconfidence``,
+        mean confidence minus accuracy) or :func:`harness.metrics.regression_metrics`.
     """
     scores = predictions.metrics()
-    if predictions.kind == "classification":
-        probs = np.asarray(predictions.probs, dtype=np.float64)
-        scores["confidence_mean"] = float(probs.max(axis=1).mean())
-        scores["overconfidence"] = scores["confidence_mean"] - scores["accuracy"]
     meta = predictions.metadata
     history = list(meta.get("history", []))
     epoch_seconds = [float(h["seconds"]) for h in history]

@@ -14,7 +14,8 @@ Two ECE conventions are reported side by side, because their values are not comp
 
 Modules: :mod:`~harness.metrics.classification` (accuracy, NLL, Brier, the metrics dict),
 :mod:`~harness.metrics.calibration` (ECE variants), :mod:`~harness.metrics.ood` (detection
-scores), :mod:`~harness.metrics.regression`, and :mod:`~harness.metrics.checks` (input checks).
+scores), :mod:`~harness.metrics.selective` (accuracy–rejection, AURC),
+:mod:`~harness.metrics.regression`, and :mod:`~harness.metrics.checks` (input checks).
 Every public name is importable from ``harness.metrics`` itself.
 """
 
@@ -31,13 +32,17 @@ from harness.metrics.classification import (
     accuracy,
     brier,
     classification_metrics,
+    mean_confidence,
     nll,
+    summary_metrics,
     top_k_accuracy,
 )
 from harness.metrics.ood import (
     FPR_TPR_LEVEL,
+    OOD_SCORES,
     auroc,
     average_precision,
+    detection_scores,
     fpr_at_tpr,
     ood_scores,
     predictive_entropy,
@@ -50,30 +55,52 @@ from harness.metrics.regression import (
     regression_metrics,
     rmse,
 )
+from harness.metrics.selective import (
+    REJECTION_GRID,
+    REJECTION_LEVELS,
+    accuracy_rejection_area,
+    accuracy_rejection_curve,
+    aurc,
+    excess_aurc,
+    retained_accuracy,
+    selective_metrics,
+)
 
 __all__ = [
     "FPR_TPR_LEVEL",
     "MV_MIN_SIZE",
     "NLL_FLOOR",
+    "OOD_SCORES",
     "PROB_SUM_TOL",
+    "REJECTION_GRID",
+    "REJECTION_LEVELS",
     "TOP_LABEL_BINS",
     "accuracy",
+    "accuracy_rejection_area",
+    "accuracy_rejection_curve",
     "auroc",
+    "aurc",
     "average_precision",
     "brier",
     "classification_metrics",
     "crps_gaussian",
+    "detection_scores",
     "ece_median_variance",
     "ece_top_label",
+    "excess_aurc",
     "fpr_at_tpr",
     "gaussian_nll",
     "mean_interval_width",
+    "mean_confidence",
     "median_variance_partition",
     "nll",
     "ood_scores",
     "picp",
     "predictive_entropy",
     "regression_metrics",
+    "retained_accuracy",
     "rmse",
+    "selective_metrics",
+    "summary_metrics",
     "top_k_accuracy",
 ]

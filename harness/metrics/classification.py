@@ -17,10 +17,20 @@ from harness.metrics.calibration import (
     ece_median_variance,
     ece_top_label,
 )
-from harness.metrics.checks import ArrayLike, check_classification
+from harness.metrics.checks import ArrayLike, check_classification, check_probs
 from harness.metrics.ood import ood_scores, predictive_entropy
+from harness.metrics.selective import selective_metrics
 
-__all__ = ["NLL_FLOOR", "accuracy", "brier", "classification_metrics", "nll", "top_k_accuracy"]
+__all__ = [
+    "NLL_FLOOR",
+    "accuracy",
+    "brier",
+    "classification_metrics",
+    "mean_confidence",
+    "nll",
+    "summary_metrics",
+    "top_k_accuracy",
+]
 
 NLL_FLOOR: float = float(np.finfo(np.float64).eps)
 """Lower clamp on the label probability in :func:`nll`: float64 machine epsilon, 2.22e-16.
@@ -102,6 +112,45 @@ def brier(probs: ArrayLike, labels: ArrayLike) -> float:
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
 
 
+def mean_confidence(probs: ArrayLike) -> float:
+    """Mean top-label confidence ``(1/N) sum_n max_k p_nk``.
+
+    Args:
+        probs: Predictive probabilities ``(N, K)``.
+
+    Returns:
+        The mean confidence; above the accuracy means overconfident on average.
+    """
+    return float(np.mean(check_probs(probs).max(axis=1)))
+
+
+def summary_metrics(probs: ArrayLike, labels: ArrayLike) -> dict[str, float]:
+    """The cheap core of :func:`classification_metrics`, scored after every training epoch.
+
+    Keys: ``accuracy``, ``nll``, ``ece_15`` (:func:`ece_top_label`, 15 bins), ``ece_mv``
+    (:func:`ece_median_variance`; NaN below 20 examples), ``confidence_mean``
+    (:func:`mean_confidence`) and ``overconfidence`` (``confidence_mean - accuracy``). About
+    30 ms for 10,000 examples and 10 classes.
+
+    Args:
+        probs: Predictive probabilities ``(N, K)``.
+        labels: Class indices ``(N,)``.
+
+    Returns:
+        A dict from metric name to value.
+    """
+    p, y = check_classification(probs, labels)
+    acc, confidence = accuracy(p, y), mean_confidence(p)
+    return {
+        "accuracy": acc,
+        "nll": nll(p, y),
+        "ece_15": ece_top_label(p, y, 15),
+        "ece_mv": ece_median_variance(p, y) if len(y) >= MV_MIN_SIZE else math.nan,
+        "confidence_mean": confidence,
+        "overconfidence": confidence - acc,
+    }
+
+
 def classification_metrics(
     probs: ArrayLike, labels: ArrayLike, probs_ood: ArrayLike | None = None
 ) -> dict[str, float]:
@@ -112,8 +161,11 @@ def classification_metrics(
         :func:`top_k_accuracy` with ``k = min(5, K)``. ``nll``: :func:`nll`. ``brier``:
         :func:`brier`. ``ece_15`` / ``ece_20``: :func:`ece_top_label` with 15 / 20 bins.
         ``ece_mv``: :func:`ece_median_variance` with ``min_size = 20`` (NaN if ``N < 20``).
-        ``entropy_mean``: mean predictive entropy (nats). With ``probs_ood`` also
-        ``ood_auroc``, ``ood_aupr``, ``ood_fpr95`` from :func:`ood_scores`.
+        ``entropy_mean``: mean predictive entropy (nats). ``confidence_mean``:
+        :func:`mean_confidence`. ``overconfidence``: ``confidence_mean - accuracy``.
+        ``ar_area``, ``aurc``, ``eaurc``, ``accuracy_reject_10`` / ``_25`` / ``_50``:
+        :func:`~harness.metrics.selective.selective_metrics`. With ``probs_ood`` also
+        ``ood_auroc``, ``ood_aupr``, ``ood_fpr95`` from :func:`ood_scores` (entropy).
 
     Args:
         probs: Predictive probabilities ``(N, K)``.
@@ -135,6 +187,9 @@ def classification_metrics(
         out[f"ece_{n_bins}"] = ece_top_label(p, y, n_bins)
     out["ece_mv"] = ece_median_variance(p, y) if len(y) >= MV_MIN_SIZE else math.nan
     out["entropy_mean"] = float(predictive_entropy(p).mean())
+    out["confidence_mean"] = mean_confidence(p)
+    out["overconfidence"] = out["confidence_mean"] - out["accuracy"]
+    out.update(selective_metrics(p, y))
     if probs_ood is not None:
         out.update({f"ood_{k}": v for k, v in ood_scores(p, probs_ood).items()})
     return out

@@ -14,8 +14,10 @@ from harness.metrics.checks import ArrayLike, check_probs, check_scores
 
 __all__ = [
     "FPR_TPR_LEVEL",
+    "OOD_SCORES",
     "auroc",
     "average_precision",
+    "detection_scores",
     "fpr_at_tpr",
     "ood_scores",
     "predictive_entropy",
@@ -24,9 +26,17 @@ __all__ = [
 FPR_TPR_LEVEL: float = 0.95
 """True-positive rate at which the false-positive rate ``ood_fpr95`` is read off."""
 
+OOD_SCORES: tuple[str, ...] = ("entropy", "max_prob")
+"""Detection scores of :func:`detection_scores`."""
+
 
 def predictive_entropy(probs: ArrayLike) -> np.ndarray:
     """Entropy ``-sum_k p_k log p_k`` in nats of each predictive distribution (``0 log 0 = 0``).
+
+    The terms are summed in sorted order, so that two distributions that differ only in the
+    order of their classes get bit-identical entropies: exact ties stay ties for the rank
+    statistics of :func:`auroc` and :func:`average_precision` instead of being broken by
+    rounding.
 
     Args:
         probs: Predictive probabilities ``(N, K)``.
@@ -34,7 +44,7 @@ def predictive_entropy(probs: ArrayLike) -> np.ndarray:
     Returns:
         Entropies ``(N,)``, float64.
     """
-    return special.entr(check_probs(probs)).sum(axis=1)
+    return np.sort(special.entr(check_probs(probs)), axis=1).sum(axis=1)
 
 
 def auroc(scores_neg: ArrayLike, scores_pos: ArrayLike) -> float:
@@ -105,16 +115,41 @@ def fpr_at_tpr(scores_neg: ArrayLike, scores_pos: ArrayLike, tpr: float = FPR_TP
     return float(np.mean(neg >= threshold))
 
 
-def ood_scores(probs_in: ArrayLike, probs_out: ArrayLike) -> dict[str, float]:
-    """Out-of-distribution detection by predictive entropy; OOD examples are the positives.
+def detection_scores(probs: ArrayLike, score: str = "entropy") -> np.ndarray:
+    """Per-example OOD scores, higher meaning "more likely out of distribution".
+
+    Args:
+        probs: Predictive probabilities ``(N, K)``.
+        score: ``"entropy"`` (:func:`predictive_entropy`) or ``"max_prob"``
+            (``1 - max_k p_k``, the maximum-softmax-probability baseline of Hendrycks and
+            Gimpel 2017).
+
+    Returns:
+        Scores ``(N,)``, float64.
+
+    Raises:
+        ValueError: On invalid probabilities or an unknown ``score``.
+    """
+    if score not in OOD_SCORES:
+        raise ValueError(f"unknown OOD score {score!r}; use one of {', '.join(OOD_SCORES)}")
+    if score == "entropy":
+        return predictive_entropy(probs)
+    return 1.0 - check_probs(probs).max(axis=1)
+
+
+def ood_scores(
+    probs_in: ArrayLike, probs_out: ArrayLike, score: str = "entropy"
+) -> dict[str, float]:
+    """Out-of-distribution detection by one score; OOD examples are the positives.
 
     Args:
         probs_in: Predictive probabilities on in-distribution data ``(N, K)``.
         probs_out: Predictive probabilities on OOD data ``(M, K)``.
+        score: ``"entropy"`` or ``"max_prob"`` (:func:`detection_scores`).
 
     Returns:
         ``{"auroc", "aupr", "fpr95"}``: :func:`auroc`, :func:`average_precision` and
-        :func:`fpr_at_tpr` at 95% TPR, each with the entropy as score.
+        :func:`fpr_at_tpr` at 95% TPR, each with that score.
     """
     p_in, p_out = check_probs(probs_in, "probs_in"), check_probs(probs_out, "probs_out")
     if p_in.shape[1] != p_out.shape[1]:
@@ -122,9 +157,9 @@ def ood_scores(probs_in: ArrayLike, probs_out: ArrayLike) -> dict[str, float]:
             f"probs_in has {p_in.shape[1]} classes but probs_out has "
             f"{p_out.shape[1]}; both must come from the same model head"
         )
-    h_in, h_out = predictive_entropy(p_in), predictive_entropy(p_out)
+    s_in, s_out = detection_scores(p_in, score), detection_scores(p_out, score)
     return {
-        "auroc": auroc(h_in, h_out),
-        "aupr": average_precision(h_in, h_out),
-        "fpr95": fpr_at_tpr(h_in, h_out, FPR_TPR_LEVEL),
+        "auroc": auroc(s_in, s_out),
+        "aupr": average_precision(s_in, s_out),
+        "fpr95": fpr_at_tpr(s_in, s_out, FPR_TPR_LEVEL),
     }

@@ -61,8 +61,13 @@ def test_classification_metrics_dict():
     out = M.classification_metrics(torch.from_numpy(probs), torch.from_numpy(labels), probs_ood)
     assert set(out) == {
         "n", "accuracy", "top5_accuracy", "nll", "brier", "ece_15", "ece_20", "ece_mv",
-        "entropy_mean", "ood_auroc", "ood_aupr", "ood_fpr95",
+        "entropy_mean", "confidence_mean", "overconfidence", "ar_area", "aurc", "eaurc",
+        "accuracy_reject_10", "accuracy_reject_25", "accuracy_reject_50",
+        "ood_auroc", "ood_aupr", "ood_fpr95",
     }  # fmt: skip
+    assert out["confidence_mean"] == pytest.approx(probs.max(1).mean(), abs=1e-15)
+    assert out["overconfidence"] == out["confidence_mean"] - out["accuracy"]
+    assert out["aurc"] == M.aurc(probs, labels)
     assert out["ece_15"] == M.ece_top_label(probs, labels, 15)
     assert out["ece_20"] == M.ece_top_label(probs, labels, 20)
     assert out["ece_mv"] == M.ece_median_variance(probs, labels, 20)
@@ -74,3 +79,16 @@ def test_classification_metrics_dict():
     )
     assert math.isnan(small["ece_mv"])
     assert "ood_auroc" not in small
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_summary_metrics_are_the_per_epoch_subset(dtype):
+    probs, labels = random_classification(9, 400, 10, dtype)
+    out = M.summary_metrics(probs, labels)
+    full = M.classification_metrics(probs, labels)
+    assert set(out) == {"accuracy", "nll", "ece_15", "ece_mv", "confidence_mean", "overconfidence"}
+    for key, value in out.items():
+        assert value == pytest.approx(full[key], abs=1e-15)
+    conf = probs.astype(np.float64).max(1).mean()
+    assert out["overconfidence"] == pytest.approx(conf - M.accuracy(probs, labels), abs=1e-12)
+    assert math.isnan(M.summary_metrics(probs[:19], labels[:19])["ece_mv"])
