@@ -29,12 +29,14 @@ import numpy as np
 import pandas as pd
 
 from harness.report import METHOD_LABELS, Column
+from harness.shift import SHIFT_KINDS
 
 __all__ = [
     "EPOCH_METRICS",
     "SELECTIVE_COLUMNS",
     "aggregate_epochs",
     "epoch_frame",
+    "evaluation_notes",
     "load_records",
     "mean_se",
     "ood_frame",
@@ -206,6 +208,25 @@ def _csv(frame: pd.DataFrame) -> str:
     return buffer.getvalue()
 
 
+def evaluation_notes(evaluation: Mapping[str, Any]) -> list[str]:
+    """Lines under the shift and OOD tables: the configuration keys that made the sets."""
+    subset = evaluation.get("subset")
+    lines = [
+        f"**Sets** (`evaluation`): subset {'all' if subset is None else subset} test images, "
+        f"seed {evaluation.get('seed', 0)}; predicted after training from each run's model.pt "
+        "(rule `predict_sets`), so changing them retrains nothing."
+    ]
+    if evaluation.get("rotations") or evaluation.get("corruptions"):
+        lines.append(
+            f"**Shift**: `evaluation.rotations` {list(evaluation.get('rotations') or [])}, "
+            f"`evaluation.corruptions` {list(evaluation.get('corruptions') or [])} at "
+            f"`evaluation.severities` {list(evaluation.get('severities') or [])}."
+        )
+    if evaluation.get("ood_sets"):
+        lines.append(f"**OOD sets** (`evaluation.ood_sets`): {list(evaluation['ood_sets'])}.")
+    return lines
+
+
 def render_shift_table(
     records: Sequence[Mapping[str, Any]], dataset: str, arch: str, notes: Sequence[str] = ()
 ) -> dict[str, str]:
@@ -226,13 +247,18 @@ def render_shift_table(
     """
     frame = shift_frame(records)
     if frame.empty:
-        raise ValueError(f"no shifted-set scores for {dataset}/{arch}; enable evaluation.shift")
+        raise ValueError(
+            f"no shifted-set scores for {dataset}/{arch}; set evaluation.rotations or "
+            "evaluation.corruptions"
+        )
     metrics = [m for m, *_ in SHIFT_METRICS]
     table = mean_se(frame, ["kind", "intensity", "method"], metrics)
     order = {m: i for i, m in enumerate(_order(table["method"]))}
-    table = table.assign(_o=table["method"].map(order)).sort_values(
-        ["kind", "intensity", "_o"], kind="stable"
-    )
+    kinds = {k: i for i, k in enumerate(SHIFT_KINDS)}
+    table = table.assign(
+        _k=table["kind"].map(lambda k: kinds.get(k, len(kinds))),
+        _o=table["method"].map(order),
+    ).sort_values(["_k", "kind", "intensity", "_o"], kind="stable")
     lines = [f"### {dataset} / {arch}: accuracy and calibration under shift", ""]
     for kind, rows in table.groupby("kind", sort=False):
         unit = "angle (°)" if kind == "rotation" else "severity"
@@ -260,7 +286,7 @@ def render_shift_table(
         *notes,
     ]
     lines += [f"- {line}" for line in definitions] + [""]
-    return {"md": "\n".join(lines), "csv": _csv(table.drop(columns="_o"))}
+    return {"md": "\n".join(lines), "csv": _csv(table.drop(columns=["_k", "_o"]))}
 
 
 def render_ood_table(

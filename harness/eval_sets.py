@@ -207,7 +207,10 @@ def build_eval_sets(
         else:
             try:
                 x = load_named(name)
-            except (DatasetNotFoundError, ValueError) as err:
+            except DatasetNotFoundError:
+                skipped[name] = "not on disk here (data.download, or its files under the data root)"
+                continue
+            except ValueError as err:  # inputs of another shape than the data set's
                 skipped[name] = str(err).splitlines()[0]
                 continue
             x = x[_subset_index(len(x), config.subset, config.seed)].to(dataset.x_test.dtype)

@@ -176,19 +176,18 @@ def sets_config(evaluation: dict[str, Any]) -> SetsConfig:
     """The :class:`harness.eval_sets.SetsConfig` of the configuration's ``evaluation`` section.
 
     Args:
-        evaluation: ``subset``, ``seed``, ``shift`` (``None`` or ``rotations``, ``corruptions``,
-            ``severities``) and ``ood_sets``.
+        evaluation: ``subset``, ``seed``, ``rotations``, ``corruptions``, ``severities`` and
+            ``ood_sets`` (the schema fills in the defaults).
 
     Returns:
-        The sets to build (empty when neither shift nor OOD sets are asked for).
+        The sets to build (empty when neither shifts nor OOD sets are asked for).
     """
-    shift = evaluation.get("shift") or {}
     return SetsConfig(
         subset=evaluation.get("subset"),
         seed=evaluation.get("seed", 0),
-        rotations=tuple(shift.get("rotations", ())),
-        corruptions=tuple(shift.get("corruptions", ())),
-        severities=tuple(shift.get("severities", ())),
+        rotations=tuple(evaluation.get("rotations") or ()),
+        corruptions=tuple(evaluation.get("corruptions") or ()),
+        severities=tuple(evaluation.get("severities") or ()),
         ood_sets=tuple(evaluation.get("ood_sets") or ()),
     )
 

@@ -158,7 +158,8 @@ def test_shift_table(records):
     )  # fmt: skip
     assert float(mp[1]["accuracy_mean"]) == pytest.approx(expected, rel=1e-5)
     assert "**rotation** (angle (°); 0 = clean)" in table["md"]
-    with pytest.raises(ValueError, match="enable evaluation.shift"):
+    assert table["md"].index("**rotation**") < table["md"].index("**contrast**")  # shift order
+    with pytest.raises(ValueError, match="set evaluation.rotations"):
         eval_report.render_shift_table([{"method": "mp", "seed": 0}], "d", "a")
 
 

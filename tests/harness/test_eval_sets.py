@@ -80,7 +80,10 @@ def test_sets_are_the_subset_shifted_and_normalised_like_the_test_inputs():
         "ood_uniform_noise",
         "ood_digits",
     ]
-    assert skipped == {"mnist": "MNIST is not on disk", "toy": "it is the in-distribution data set"}
+    assert skipped == {
+        "mnist": "not on disk here (data.download, or its files under the data root)",
+        "toy": "it is the in-distribution data set",
+    }
     clean = sets[0]
     index = torch.from_numpy(np.sort(np.random.default_rng([3, 3]).permutation(40)[:25]))
     assert torch.equal(clean.inputs, data.x_test[index])

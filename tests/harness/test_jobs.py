@@ -120,7 +120,9 @@ def test_sets_config_reads_the_evaluation_section():
     evaluation = {
         "subset": 100,
         "seed": 2,
-        "shift": {"rotations": [0, 30], "corruptions": ["contrast"], "severities": [1, 2]},
+        "rotations": [0, 30],
+        "corruptions": ["contrast"],
+        "severities": [1, 2],
         "ood_sets": ["flipped", "mnist"],
     }
     config = jobs.sets_config(evaluation)
@@ -129,7 +131,7 @@ def test_sets_config_reads_the_evaluation_section():
     assert config.severities == (1, 2)
     assert config.ood_sets == ("flipped", "mnist")
     assert (config.subset, config.seed) == (100, 2)
-    assert jobs.sets_config({"shift": None, "ood_sets": []}).empty
+    assert jobs.sets_config({"rotations": [], "corruptions": [], "ood_sets": []}).empty
 
 
 def test_predict_eval_sets_from_a_trained_model(fake_root, tmp_path):
@@ -141,7 +143,7 @@ def test_predict_eval_sets_from_a_trained_model(fake_root, tmp_path):
     loaded, _ = jobs.load_inputs("fashion_mnist", experiment, data, **settings)
     checkpoint = tmp_path / "model.pt"
     run_baseline(loaded, "mlp", "adamw", BaselineConfig(epochs=1, seed=4), checkpoint=checkpoint)
-    evaluation = {"subset": 8, "seed": 0, "shift": {"rotations": [90]}, "ood_sets": ["mnist"]}
+    evaluation = {"subset": 8, "seed": 0, "rotations": [90], "ood_sets": ["mnist"]}
     out = jobs.predict_eval_sets(
         "adamw",
         checkpoint,
