@@ -49,3 +49,21 @@ def test_errors(tmp_path):
         load_predictor("ivon", checkpoint, "mlp", data.input_shape)
     with pytest.raises(Exception, match="lacks"):
         load_predictor("mp", checkpoint, "mlp", data.input_shape)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["adamw", "ivon"])
+def test_predictor_on_cuda_matches_the_cpu(tmp_path, method):
+    data = toy_images()
+    checkpoint = tmp_path / f"{method}.pt"
+    run_baseline(data, "mlp", method, CONFIG, checkpoint=checkpoint)
+    name = "adamw" if method == "adamw" else "ivon"
+    kwargs = {"test_samples": 5, "seed": CONFIG.seed}
+    cpu = load_predictor(name, checkpoint, "mlp", data.input_shape, **kwargs)(data.x_test)
+    cuda = load_predictor(name, checkpoint, "mlp", data.input_shape, device="cuda", **kwargs)
+    probs = cuda(data.x_test)
+    assert probs.device.type == "cpu"
+    if method == "adamw":  # IVON's weight noise comes from the device's own generator
+        np.testing.assert_allclose(probs.numpy(), cpu.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(probs.sum(1).numpy(), 1.0, rtol=1e-5)
