@@ -378,6 +378,7 @@ def train(
     config: TrainConfig | None = None,
     *,
     on_epoch_end: Callable[[nn.Module, EpochRecord], None] | None = None,
+    after_epoch: Callable[[TrainResult, EpochRecord], None] | None = None,
 ) -> TrainResult:
     """Train a baseline network with AdamW or IVON, resuming from its checkpoint if one exists.
 
@@ -400,6 +401,9 @@ def train(
             one data set per network ``(R, N)`` or ``(R, N, D)``.
         config: Hyperparameters; ``None`` uses :class:`TrainConfig`'s defaults.
         on_epoch_end: Called as ``on_epoch_end(model, record)`` after each epoch's checkpoint.
+        after_epoch: Called as ``after_epoch(result, record)`` after ``on_epoch_end``, with the
+            whole :class:`TrainResult` so far (model, optimizer, schedule, history): for
+            evaluations that need the optimizer, such as IVON's model average.
 
     Returns:
         The trained model, its optimizer and schedule, and the per-epoch history.
@@ -482,4 +486,6 @@ def train(
                 last_saved = epoch
             if on_epoch_end is not None:
                 on_epoch_end(model, record)
+            if after_epoch is not None:
+                after_epoch(result, record)
     return result

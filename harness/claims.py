@@ -1,8 +1,10 @@
 """The paper's claims set against our results: the registry of ``configs/claims.yaml``, rendered.
 
 Every claim names an evaluator (``test.kind``) that reads the aggregated results
-(:func:`harness.report.aggregate`), and optionally other evidence files, and returns what we
-measured and a verdict:
+(:func:`harness.report.aggregate`), and optionally other evidence (files, and ``"epochs"``: the
+per-epoch test scores of :func:`harness.eval_report.aggregate_epochs`), and returns what we
+measured and a verdict. The calibration verdicts (C1, C5) are read after the last epoch and
+say so, with the trend of the score over the epochs:
 
 - ``reproduced`` / ``not reproduced``: the configuration produced the results the claim is about
   and the registry's criterion holds / fails;
@@ -87,7 +89,51 @@ def _pick(
     return (pairs[0] if pairs else None), False
 
 
-def _calibration(summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str, Any]) -> Finding:
+def _epoch_series(
+    epochs: pd.DataFrame | None, where: tuple[str, str], method: str, metric: str
+) -> list[tuple[int, float]]:
+    """``(epoch, mean over seeds)`` of a per-epoch test score, in epoch order."""
+    if epochs is None or epochs.empty or f"{metric}_mean" not in epochs:
+        return []
+    rows = epochs[
+        (epochs["dataset"] == where[0])
+        & (epochs["arch"] == where[1])
+        & (epochs["method"] == method)
+    ].sort_values("epoch")
+    return [
+        (int(e), float(v))
+        for e, v in zip(rows["epoch"], rows[f"{metric}_mean"], strict=True)
+        if math.isfinite(v)
+    ]
+
+
+def _trend(series: list[tuple[int, float]], fmt: str) -> str:
+    """E.g. ``"epochs 1–4: 0.08, 0.06, 0.05, 0.04 (falling)"``; empty without two epochs."""
+    if len(series) < 2:
+        return ""
+    steps = [b - a for (_, a), (_, b) in zip(series, series[1:], strict=False)]
+    if all(s <= 0 for s in steps):
+        shape = "falling"
+    elif all(s >= 0 for s in steps):
+        shape = "rising"
+    else:
+        low = min(series, key=lambda item: item[1])
+        shape = f"not monotone, lowest at epoch {low[0]}"
+    values = ", ".join(format(v, fmt) for _, v in series)
+    return f"epochs {series[0][0]}–{series[-1][0]}: {values} ({shape})"
+
+
+def _read_at(epochs: pd.DataFrame | None, where: tuple[str, str]) -> str:
+    """Which epoch the final scores belong to, e.g. ``"after epoch 4 (the last)"``."""
+    if epochs is None or epochs.empty:
+        return "after the last epoch"
+    rows = epochs[(epochs["dataset"] == where[0]) & (epochs["arch"] == where[1])]
+    return f"after epoch {int(rows['epoch'].max())} (the last)" if len(rows) else "at the end"
+
+
+def _calibration(
+    summary: pd.DataFrame, test: Mapping[str, Any], evidence: Mapping[str, Any]
+) -> Finding:
     where, exact = _pick(summary, test, ("mp",))
     baselines = [
         m
@@ -98,7 +144,13 @@ def _calibration(summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str,
         return Finding("–", NOT_TESTABLE, test.get("reason", "no MP and baseline results"))
     ece = {m: _value(summary, *where, m, "ece_mv") for m in ("mp", *baselines)}
     acc = {m: _value(summary, *where, m, "accuracy") for m in ("mp", *baselines)}
-    ours = "; ".join(f"{m}: ECE-paper {ece[m]:.4f}, acc. {acc[m]:.2%}" for m in ece)
+    epochs = evidence.get("epochs")
+    ours = f"{_read_at(epochs, where)}: " + "; ".join(
+        f"{m}: ECE-paper {ece[m]:.4f}, acc. {acc[m]:.2%}" for m in ece
+    )
+    trends = {m: _trend(_epoch_series(epochs, where, m, "ece_mv"), ".4f") for m in ece}
+    if any(trends.values()):
+        ours += "; ECE-paper over " + "; ".join(f"{m} {v}" for m, v in trends.items() if v)
     margin = float(test.get("accuracy_margin", 0.02))
     better = all(ece["mp"] < ece[m] for m in baselines)
     competitive = acc["mp"] >= max(acc[m] for m in baselines) - margin
@@ -145,18 +197,22 @@ def _speed(summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str, Any])
 
 
 def _overconfidence(
-    summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str, Any]
+    summary: pd.DataFrame, test: Mapping[str, Any], evidence: Mapping[str, Any]
 ) -> Finding:
     rows = summary[summary["method"] == "mp"]
     if rows.empty or "overconfidence_mean" not in rows:
         return Finding("–", NOT_TESTABLE, "no MP classification results")
     limit = float(test.get("max_overconfidence", 0.02))
+    epochs = evidence.get("epochs")
     parts, ok = [], True
     for _, row in rows.iterrows():
+        where = (row["dataset"], row["arch"])
         gap = float(row["overconfidence_mean"])
         ok &= gap <= limit
-        parts.append(f"{row['dataset']}/{row['arch']}: confidence − accuracy {gap:+.3f}")
-    criterion = f"mean confidence exceeds accuracy by at most {limit}: {ok}"
+        text = f"{where[0]}/{where[1]}: confidence − accuracy {gap:+.3f} {_read_at(epochs, where)}"
+        trend = _trend(_epoch_series(epochs, where, "mp", "overconfidence"), "+.3f")
+        parts.append(text + (f"; {trend}" if trend else ""))
+    criterion = f"mean confidence exceeds accuracy by at most {limit} at the last epoch: {ok}"
     return Finding("; ".join(parts), REPRODUCED if ok else NOT_REPRODUCED, criterion)
 
 

@@ -193,22 +193,22 @@ def plot_learning_curves(
 
     Args:
         records: ``metrics.json`` contents (:func:`harness.report.run_record`) of the runs; runs
-            without per-epoch test scores are skipped. IVON@mean is left out: it shares IVON's
-            training run, whose per-epoch scores are taken at the mean weights.
+            without per-epoch test scores are skipped. IVON is scored as its model average,
+            IVON@mean at its mean weights (both on IVON's training clock).
         path: Image file to write.
         title: Figure title.
 
     Returns:
         The path written.
     """
-    frame = _history_frame([r for r in records if r["method"] != "ivon_mean"])
+    frame = _history_frame(records)
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0))
     if frame.empty:
         for ax in axes:
             ax.text(0.5, 0.5, "no per-epoch test scores", ha="center", va="center")
     else:
-        order = [_label(m) for m in _order([r["method"] for r in records]) if m != "ivon_mean"]
+        order = [_label(m) for m in _order([r["method"] for r in records])]
         order = [m for m in order if m in set(frame["method"])]
         for ax, metric, label in (
             (axes[0], "accuracy", "test accuracy"),

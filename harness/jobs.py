@@ -8,6 +8,8 @@ so that everything with logic in it lives in the library and is tested there:
   two-core machine run several times slower than two jobs with one thread each).
 - :func:`load_inputs` loads a data set the way one method wants it (normalisation, dtype) plus
   its out-of-distribution inputs.
+- :func:`predict_eval_sets` predicts a trained run's extra evaluation sets (shifted test images,
+  more OOD sets; :mod:`harness.eval_sets`) from the model file its training job left.
 - :func:`resumable_state` / :func:`finish_state` keep a training checkpoint outside the rule's
   declared outputs (Snakemake deletes the outputs of a failed job), guarded by the run's identity
   so that a changed configuration never resumes a stale run.
@@ -28,10 +30,14 @@ import torch
 
 from amp.io import identity_differences, write_json
 from harness.data import Dataset, describe, load_dataset, load_ood
+from harness.eval_sets import SetPredictions, SetsConfig, build_eval_sets, predict_sets
+from harness.runs.restore import load_predictor
 
 __all__ = [
     "DTYPES",
     "describe_inputs",
+    "predict_eval_sets",
+    "sets_config",
     "train_coverage_method",
     "finish_state",
     "load_inputs",
@@ -164,6 +170,98 @@ def describe_inputs(
             }
         out["by_method"][method] = summary
     return out
+
+
+def sets_config(evaluation: dict[str, Any]) -> SetsConfig:
+    """The :class:`harness.eval_sets.SetsConfig` of the configuration's ``evaluation`` section.
+
+    Args:
+        evaluation: ``subset``, ``seed``, ``rotations``, ``corruptions``, ``severities`` and
+            ``ood_sets`` (the schema fills in the defaults).
+
+    Returns:
+        The sets to build (empty when neither shifts nor OOD sets are asked for).
+    """
+    return SetsConfig(
+        subset=evaluation.get("subset"),
+        seed=evaluation.get("seed", 0),
+        rotations=tuple(evaluation.get("rotations") or ()),
+        corruptions=tuple(evaluation.get("corruptions") or ()),
+        severities=tuple(evaluation.get("severities") or ()),
+        ood_sets=tuple(evaluation.get("ood_sets") or ()),
+    )
+
+
+def predict_eval_sets(
+    artifact: str,
+    model_path: str | os.PathLike,
+    dataset: str,
+    arch: str,
+    *,
+    experiment: dict[str, Any],
+    data: dict[str, Any],
+    evaluation: dict[str, Any],
+    run: dict[str, Any],
+    data_settings: dict[str, Any],
+) -> SetPredictions:
+    """Predict one run's extra evaluation sets with the model its training job saved.
+
+    The data set is loaded as the method saw it (:func:`load_inputs`), the sets are built from
+    its test images (:func:`harness.eval_sets.build_eval_sets`; named OOD sets through
+    :func:`harness.data.load_ood` with the method's OOD normalisation, skipped when not on
+    disk), and the model is restored from ``model_path``
+    (:func:`harness.runs.restore.load_predictor`).
+
+    Args:
+        artifact: ``mp``, ``adamw``, ``ivon`` or ``ivon_mean``.
+        model_path: The training job's ``model.pt``.
+        dataset: Data set name.
+        arch: Architecture name.
+        experiment: The experiment's configuration.
+        data: The ``data`` configuration.
+        evaluation: The ``evaluation`` configuration (:func:`sets_config`).
+        run: The run's settings (``dtype``, ``device``, ``seed``, ``test_samples``).
+        data_settings: ``normalization``, ``dtype``, ``ood_normalization`` of the method.
+
+    Returns:
+        The predictions, with the sets' descriptions, skipped sets and timings in ``metadata``.
+    """
+    loaded = load_dataset(
+        dataset,
+        root=data.get("root"),
+        subset=experiment.get("subset"),
+        test_subset=experiment.get("test_subset"),
+        seed=experiment.get("subset_seed"),
+        normalization=data_settings["normalization"],
+        download=bool(data.get("download", False)),
+        dtype=DTYPES[data_settings["dtype"]],
+    )
+
+    def load_named(name: str) -> torch.Tensor:
+        return load_ood(
+            name,
+            loaded,
+            root=data.get("root"),
+            normalization=data_settings.get("ood_normalization", "reference"),
+            download=bool(data.get("download", False)),
+        )
+
+    config = sets_config(evaluation)
+    sets, skipped = build_eval_sets(loaded, config, load_named)
+    predict = load_predictor(
+        artifact,
+        model_path,
+        arch,
+        loaded.input_shape,
+        dtype=run.get("dtype", data_settings["dtype"]),
+        device=run.get("device", "cpu"),
+        test_samples=run.get("test_samples", 100),
+        seed=run.get("seed", 0),
+    )
+    meta = {"method": artifact, "dataset": dataset, "arch": arch, "seed": run.get("seed")}
+    return predict_sets(
+        predict, sets, skipped=skipped, metadata=meta, device=run.get("device", "cpu")
+    )
 
 
 def resumable_state(directory: str | os.PathLike, identity: dict[str, Any]) -> Path:

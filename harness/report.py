@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from amp.io import CorruptFileError, write_json, write_text
+from harness.eval_sets import SetPredictions, score_sets
+from harness.metrics import accuracy_rejection_curve
 from harness.predictions import Predictions
 
 __all__ = [
@@ -162,6 +164,8 @@ def run_record(
     method: str,
     seed: int,
     benchmark: dict[str, float] | None = None,
+    sets: SetPredictions | None = None,
+    ood_name: str | None = None,
 ) -> dict[str, Any]:
     """The ``metrics.json`` content of one run.
 
@@ -172,18 +176,18 @@ def run_record(
         method: Method name (``mp``, ``adamw``, ``ivon``, ``ivon_mean``).
         seed: Seed of the run.
         benchmark: Output of :func:`read_benchmark` for the training job, if any.
+        sets: The run's predictions on extra evaluation sets (:mod:`harness.eval_sets`).
+        ood_name: Name of the experiment's own OOD set (``probs_ood``), for the sets' table.
 
     Returns:
         ``{"dataset", "arch", "method", "seed", "metrics", "timing", "parameters", "epochs",
-        "history", "config"}``. ``metrics`` adds to the library's metrics
-        ``confidence_mean`` (mean top-label probability) and ``overconfidence``
-        (``confidence_mean - accuracy``; positive means overconfident).
+        "history", "config"}``, for classification also ``"selective"`` (the
+        accuracy–rejection curve: ``rejection`` and ``accuracy`` lists) and, with ``sets``,
+        ``"sets"`` (:func:`harness.eval_sets.score_sets`). ``metrics`` are those of
+        :func:`harness.metrics.classification_metrics` (among them ``overconfidence``,
+        mean confidence minus accuracy) or :func:`harness.metrics.regression_metrics`.
     """
     scores = predictions.metrics()
-    if predictions.kind == "classification":
-        probs = np.asarray(predictions.probs, dtype=np.float64)
-        scores["confidence_mean"] = float(probs.max(axis=1).mean())
-        scores["overconfidence"] = scores["confidence_mean"] - scores["accuracy"]
     meta = predictions.metadata
     history = list(meta.get("history", []))
     epoch_seconds = [float(h["seconds"]) for h in history]
@@ -193,7 +197,7 @@ def run_record(
         "predict_seconds": float(meta.get("predict_seconds", math.nan)),
         **(benchmark or {}),
     }
-    return {
+    record = {
         "dataset": dataset,
         "arch": arch,
         "method": method,
@@ -205,6 +209,16 @@ def run_record(
         "history": history,
         "config": meta.get("config", {}),
     }
+    if predictions.kind == "classification":
+        rejection, accuracy = accuracy_rejection_curve(predictions.probs, predictions.labels)
+        record["selective"] = {"rejection": rejection.tolist(), "accuracy": accuracy.tolist()}
+    if sets is not None:
+        extra = (
+            {ood_name or "ood": predictions.probs_ood} if predictions.probs_ood is not None else {}
+        )
+        record["sets"] = score_sets(sets, predictions.probs, extra)
+        timing["sets_predict_seconds"] = float(sets.metadata.get("predict_seconds", math.nan))
+    return record
 
 
 def _read_record(path: str | os.PathLike, keys: Sequence[str]) -> dict:
@@ -288,6 +302,9 @@ def render_table(
     dataset: str,
     arch: str,
     notes: Sequence[str] = (),
+    *,
+    columns: Sequence[Column] = COLUMNS,
+    name: str = "",
 ) -> dict[str, str]:
     """Comparison table of the methods on one (dataset, arch).
 
@@ -296,6 +313,8 @@ def render_table(
         dataset: Data set to show.
         arch: Architecture to show.
         notes: Extra lines (protocol, configuration keys) printed under the definitions.
+        columns: The columns to show (those without values are left out).
+        name: What the table shows, for its heading and LaTeX label (e.g. ``"selective"``).
 
     Returns:
         ``{"md": ..., "csv": ..., "tex": ...}``: Markdown with definitions, CSV with separate
@@ -309,12 +328,12 @@ def render_table(
         raise ValueError(f"no results for dataset {dataset!r} and arch {arch!r} in the summary")
     rows = _ordered(rows)
     columns = [
-        c for c in COLUMNS if f"{c.key}_mean" in rows and rows[f"{c.key}_mean"].notna().any()
+        c for c in columns if f"{c.key}_mean" in rows and rows[f"{c.key}_mean"].notna().any()
     ]
     seeds = sorted(set(rows["n_seeds"].astype(int)))
     header = ["Method", *[c.label for c in columns]]
     md = [
-        f"### {dataset} / {arch}",
+        f"### {dataset} / {arch}" + (f": {name}" if name else ""),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|",
@@ -360,7 +379,7 @@ def render_table(
         r"\bottomrule",
         r"\end{tabular}",
         rf"\caption{{{_latex_escape(dataset)} / {_latex_escape(arch)}. {caption}}}",
-        rf"\label{{tab:{dataset}-{arch}}}",
+        rf"\label{{tab:{dataset}-{arch}{'-' + name if name else ''}}}",
         r"\end{table}",
         "",
     ]
@@ -381,11 +400,19 @@ def write_summary(
     summary: pd.DataFrame,
     json_path: str | os.PathLike,
     csv_path: str | os.PathLike,
+    epochs: pd.DataFrame | None = None,
 ) -> None:
-    """Write runs and aggregate as JSON (``{"runs", "aggregate"}``) and the aggregate as CSV."""
+    """Write runs and aggregate as JSON (``{"runs", "aggregate"}``) and the aggregate as CSV.
+
+    ``epochs`` (:func:`harness.eval_report.aggregate_epochs`), if given, is written to the JSON
+    as ``"epochs"``: the per-epoch test scores, mean ± SE over seeds.
+    """
+    frames = [("runs", runs), ("aggregate", summary)]
+    if epochs is not None:
+        frames.append(("epochs", epochs))
     data = {
         name: [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
-        for name, frame in (("runs", runs), ("aggregate", summary))
+        for name, frame in frames
     }
     write_json(json_path, data)
     write_text(csv_path, summary.to_csv(index=False, float_format="%.6g"))

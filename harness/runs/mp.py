@@ -2,7 +2,8 @@
 
 This is what the pipeline's training rule calls for the ``mp`` method: build the network from a
 named architecture, train it with a resumable checkpoint, evaluate the test set after every epoch
-(for accuracy-against-wall-clock curves), and return a
+(accuracy, NLL, ECE-15, the paper's ECE and confidence minus accuracy, for learning curves
+against epochs and wall-clock), and return a
 :class:`~harness.predictions.Predictions` with test (and optional OOD) predictions and timings.
 
 :func:`check_run_inputs` is shared with :func:`harness.runs.baseline.run_baseline`: it refuses a
@@ -162,11 +163,11 @@ def _checkpoint_differences(
 
 
 def _evaluate(net: Network, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Test scores after an epoch: :func:`harness.metrics.summary_metrics`, or RMSE/NLL."""
     if net.task == "regression":
         mean, var = net.predict(x)
         return {"rmse": metrics.rmse(mean, y), "nll": metrics.gaussian_nll(mean, var, y)}
-    probs = net.predict(x)
-    return {"accuracy": metrics.accuracy(probs, y), "nll": metrics.nll(probs, y)}
+    return metrics.summary_metrics(net.predict(x), y)
 
 
 def run_mp(

@@ -147,6 +147,18 @@ def test_resume_after_interruption_is_bit_identical(method, tmp_path):
             assert torch.equal(g["momentum"], h["momentum"])
 
 
+def test_after_epoch_sees_the_result_so_far_with_its_optimizer():
+    x, y = _blobs()
+    seen = []
+
+    def after_epoch(result, record):
+        seen.append((record.epoch, len(result.history), type(result.optimizer)))
+        assert result.history[-1] is record
+
+    train(CLASSIFIER, x, y, _config("ivon"), after_epoch=after_epoch)
+    assert seen == [(1, 1, ivon.IVON), (2, 2, ivon.IVON), (3, 3, ivon.IVON)]
+
+
 def test_finished_checkpoint_is_returned_without_training(tmp_path):
     x, y = _blobs()
     config = _config("adamw", epochs=2, checkpoint_path=tmp_path / "run.pt")

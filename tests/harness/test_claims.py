@@ -153,3 +153,39 @@ def test_unknown_test_kind():
     registry = {"claims": [{"id": "X", "test": {"kind": "magic"}}]}
     with pytest.raises(ValueError, match="unknown test kind 'magic'"):
         claims.evaluate_claims(registry, pd.DataFrame(), {})
+
+
+def epochs_frame(dataset, arch, method, metric, values):
+    return pd.DataFrame(
+        [
+            {"dataset": dataset, "arch": arch, "method": method, "epoch": e, f"{metric}_mean": v}
+            for e, v in enumerate(values, start=1)
+        ]
+    )
+
+
+def test_calibration_verdicts_state_the_epoch_and_the_trend():
+    summary = c1_summary(0.029)
+    epochs = pd.concat(
+        [
+            epochs_frame("cifar10", "conv890k", "mp", "ece_mv", [0.08, 0.05, 0.029]),
+            epochs_frame("cifar10", "conv890k", "adamw", "ece_mv", [0.03, 0.02, 0.041]),
+        ]
+    )
+    finding = claims.EVALUATORS["calibration"](summary, C1_TEST, {"epochs": epochs})
+    assert finding.ours.startswith("after epoch 3 (the last): ")
+    assert "mp epochs 1–3: 0.0800, 0.0500, 0.0290 (falling)" in finding.ours
+    assert "adamw epochs 1–3: 0.0300, 0.0200, 0.0410 (not monotone, lowest at epoch 2)" in (
+        finding.ours
+    )
+    summary = pd.DataFrame(summary_rows("a", "b", mp={"overconfidence": 0.04}))
+    epochs = epochs_frame("a", "b", "mp", "overconfidence", [0.14, 0.11, 0.07, 0.04])
+    test = {"kind": "overconfidence", "max_overconfidence": 0.02}
+    finding = claims.EVALUATORS["overconfidence"](summary, test, {"epochs": epochs})
+    assert finding.ours == (
+        "a/b: confidence − accuracy +0.040 after epoch 4 (the last); "
+        "epochs 1–4: +0.140, +0.110, +0.070, +0.040 (falling)"
+    )
+    assert "at the last epoch" in finding.reason
+    no_epochs = claims.EVALUATORS["overconfidence"](summary, test, {})
+    assert no_epochs.ours == "a/b: confidence − accuracy +0.040 after the last epoch"

@@ -114,3 +114,48 @@ def test_finish_state_moves_checkpoint(tmp_path):
     assert not (tmp_path / "state").exists()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         jobs.finish_state(path, tmp_path / "model.pt")
+
+
+def test_sets_config_reads_the_evaluation_section():
+    evaluation = {
+        "subset": 100,
+        "seed": 2,
+        "rotations": [0, 30],
+        "corruptions": ["contrast"],
+        "severities": [1, 2],
+        "ood_sets": ["flipped", "mnist"],
+    }
+    config = jobs.sets_config(evaluation)
+    assert config.rotations == (0, 30)
+    assert config.corruptions == ("contrast",)
+    assert config.severities == (1, 2)
+    assert config.ood_sets == ("flipped", "mnist")
+    assert (config.subset, config.seed) == (100, 2)
+    assert jobs.sets_config({"rotations": [], "corruptions": [], "ood_sets": []}).empty
+
+
+def test_predict_eval_sets_from_a_trained_model(fake_root, tmp_path):
+    from harness.runs.baseline import BaselineConfig, run_baseline
+
+    experiment = {"subset": 30, "test_subset": 20, "subset_seed": 0}
+    data = {"root": str(fake_root), "download": False}
+    settings = {"normalization": "per_channel", "dtype": "float32", "ood_normalization": "own"}
+    loaded, _ = jobs.load_inputs("fashion_mnist", experiment, data, **settings)
+    checkpoint = tmp_path / "model.pt"
+    run_baseline(loaded, "mlp", "adamw", BaselineConfig(epochs=1, seed=4), checkpoint=checkpoint)
+    evaluation = {"subset": 8, "seed": 0, "rotations": [90], "ood_sets": ["mnist"]}
+    out = jobs.predict_eval_sets(
+        "adamw",
+        checkpoint,
+        "fashion_mnist",
+        "mlp",
+        experiment=experiment,
+        data=data,
+        evaluation=evaluation,
+        run={"dtype": "float32", "device": "cpu", "seed": 4},
+        data_settings=settings,
+    )
+    assert sorted(out.probs) == ["clean", "rotation_90"]
+    assert out.probs["clean"].shape == (8, 10)
+    assert "mnist" in out.metadata["skipped"]  # not on disk in the fake data root
+    assert out.metadata["method"] == "adamw"

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -38,6 +41,7 @@ def toy_images(n_train=48, n_test=32, seed=0, dtype=torch.float32):
 
 
 CONFIG = BaselineConfig(epochs=2, batch_size=16, test_samples=5, seed=3)
+SUMMARY = ("accuracy", "nll", "ece_15", "ece_mv", "confidence_mean", "overconfidence")
 
 
 def test_adamw_predictions_history_and_timings():
@@ -54,12 +58,14 @@ def test_adamw_predictions_history_and_timings():
     assert meta["trained_as"] == "adamw"
     assert meta["seed"] == 3
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
-    assert all({"accuracy", "nll"} == set(h["test"]) for h in meta["history"])
+    assert all(set(SUMMARY) == set(h["test"]) for h in meta["history"])
     assert meta["train_seconds"] == pytest.approx(sum(h["seconds"] for h in meta["history"]))
     assert meta["predict_seconds"] >= 0.0
     assert meta["parameters"] == 269_322
-    # the last epoch's test score is the score of the returned predictions
-    assert meta["history"][-1]["test"]["accuracy"] == pytest.approx(pred.metrics()["accuracy"])
+    # the last epoch's test scores are the scores of the returned predictions
+    final = pred.metrics()
+    for key in SUMMARY:
+        assert meta["history"][-1]["test"][key] == pytest.approx(final[key], abs=1e-6)
 
 
 def test_ivon_yields_model_average_and_mean_predictions():
@@ -71,7 +77,14 @@ def test_ivon_yields_model_average_and_mean_predictions():
     assert "test_samples" not in mean.metadata
     assert bma.metadata["method"] == "ivon"
     assert mean.metadata["method"] == "ivon_mean"
-    assert bma.metadata["history"] == mean.metadata["history"]
+    # the same epochs, each artefact scored as its own predictive
+    strip = [{k: v for k, v in h.items() if k != "test"} for h in bma.metadata["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "test"} for h in mean.metadata["history"]]
+    for pred in (bma, mean):
+        last = pred.metadata["history"][-1]["test"]
+        assert last["ece_15"] == pytest.approx(pred.metrics()["ece_15"], abs=1e-6)
+        assert last["overconfidence"] == pytest.approx(pred.metrics()["overconfidence"], abs=1e-6)
+    assert bma.metadata["history"][-1]["test"] != mean.metadata["history"][-1]["test"]
     np.testing.assert_allclose(bma.probs.sum(axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(bma.probs, mean.probs)  # sampled weights differ from the mean
     # the model average is less confident than a single network on average (Jensen: the
@@ -89,6 +102,20 @@ def test_resumed_run_keeps_history_and_predictions(tmp_path):
     )  # finished: no training
     assert again.metadata["history"] == first.metadata["history"]
     np.testing.assert_allclose(again.probs, first.probs, rtol=1e-6)
+
+
+def test_ivon_scores_of_an_epoch_killed_before_scoring_are_recovered(tmp_path):
+    data = toy_images()
+    checkpoint = tmp_path / "state" / "checkpoint.pt"
+    first = run_baseline(data, "mlp", "ivon", CONFIG, checkpoint=checkpoint)
+    scores = Path(f"{checkpoint}.scores.json")
+    kept = json.loads(scores.read_text())
+    scores.write_text(json.dumps({"1": kept["1"]}))  # as if killed after the last checkpoint
+    again = run_baseline(data, "mlp", "ivon", CONFIG, checkpoint=checkpoint)
+    for name in ("ivon", "ivon_mean"):
+        recovered = again[name].metadata["history"][-1]["test"]
+        for key, value in first[name].metadata["history"][-1]["test"].items():
+            assert recovered[key] == pytest.approx(value, rel=1e-6), (name, key)
 
 
 def test_ivon_mean_equals_prediction_at_mean_weights(tmp_path):

@@ -70,6 +70,36 @@ def test_dry_run(name):
     tables = sum(len(e["archs"]) for e in config["experiments"].values())
     assert counts["make_table"] == counts["plot_reliability"] == tables
     assert counts["render_claims"] == counts["aggregate_metrics"] == 1
+    # every configuration evaluates beyond the final snapshot: curves, selective, shift, OOD
+    assert counts["predict_sets"] == counts["evaluate_run"]
+    for rule in ("plot_calibration_curves", "summarize_selective", "summarize_shift"):
+        assert counts[rule] == tables, rule
+    assert counts["summarize_ood"] == tables
+
+
+def test_extra_sets_can_be_switched_off(tmp_path):
+    def edit(config):
+        config["evaluation"] = {
+            "selective": False,
+            "rotations": [],
+            "corruptions": [],
+            "ood_sets": [],
+        }
+        config["training"]["evaluate_every_epoch"] = False
+
+    path = write_config(tmp_path, edit)
+    result = snakemake("-n", "--forceall", "--configfile", str(path), "--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = job_counts(result.stdout)
+    for rule in (
+        "predict_sets",
+        "plot_calibration_curves",
+        "summarize_selective",
+        "summarize_shift",
+        "summarize_ood",
+    ):
+        assert rule not in counts, rule
+    assert counts["evaluate_run"] == 4
 
 
 @pytest.mark.parametrize(("name", "gpus"), [("paper", 1), ("ci", 0)])
@@ -131,6 +161,14 @@ def test_ci_configuration_end_to_end(tmp_path):
         assert f"| {label} |" in table
     for name in ("table.csv", "table.tex", "reliability.png", "learning_curves.png"):
         assert (reports / "fashion_mnist" / "mlp" / name).stat().st_size > 0
+    for name in ("calibration_curves.png", "selective.png", "shift.png"):
+        assert (reports / "fashion_mnist" / "mlp" / name).stat().st_size > 10_000
+    for name in ("selective.md", "shift.md", "ood.md"):
+        text = (reports / "fashion_mnist" / "mlp" / name).read_text()
+        for label in ("AdamW", "IVON@mean", "IVON", "MP"):
+            assert f"| {label} |" in text, (name, label)
+    assert "| flipped |" in (reports / "fashion_mnist" / "mlp" / "ood.md").read_text()
+    assert "after epoch 2 (the last)" in (reports / "claims.md").read_text()
     assert "| C5:" in (reports / "claims.md").read_text()
 
     again = snakemake("-n", "--configfile", "configs/ci.yaml", cwd=work)

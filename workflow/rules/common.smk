@@ -43,6 +43,12 @@ BENCHMARKS = config["paths"]["benchmarks"]
 REPORTS = config["paths"]["reports"]
 EXPERIMENTS = config.get("experiments", {})  # a configuration may hold only other sections
 TRAINING = config.get("training", {})
+EVALUATION = config.get("evaluation", {})
+SHIFT = bool(
+    EVALUATION.get("rotations")
+    or (EVALUATION.get("corruptions") and EVALUATION.get("severities"))
+)
+SETS = SHIFT or bool(EVALUATION.get("ood_sets"))  # extra evaluation sets: the predict_sets rule
 GPUS = 1 if config["device"].startswith("cuda") else 0
 THREADS = config["threads"]
 CONDA_ENV = "../../environment.yml"  # used only with --sdm conda (untested)
@@ -140,10 +146,44 @@ def get_identity(method):
     return identity
 
 
+def trained_method(artifact):
+    """The training method behind a prediction artifact (IVON@mean is IVON's run)."""
+    return "ivon" if artifact == "ivon_mean" else artifact
+
+
 def get_benchmark(wildcards):
     """Benchmark file of the training job that produced a prediction artifact."""
-    trained = "ivon" if wildcards.method == "ivon_mean" else wildcards.method
+    trained = trained_method(wildcards.method)
     return f"{BENCHMARKS}/train_{trained}/{wildcards.dataset}/{wildcards.arch}/seed{wildcards.seed}.tsv"
+
+
+def get_trained_model(wildcards):
+    """The model.pt of the training job behind a prediction artifact."""
+    method = trained_method(wildcards.method)
+    return run_path("model.pt", wildcards.dataset, wildcards.arch, method, wildcards.seed)
+
+
+def get_sets_input(wildcards):
+    """The run's predictions on the extra evaluation sets, when the configuration has any."""
+    if not SETS:
+        return {}
+    args = (wildcards.dataset, wildcards.arch, wildcards.method, wildcards.seed)
+    return {"sets": run_path("sets.npz", *args)}
+
+
+def get_sets_params(name):
+    """Returns a function of the wildcards: `run` or `data_settings` of the trained method."""
+
+    def params(wildcards):
+        method = trained_method(wildcards.method)
+        settings = get_run_config if name == "run" else get_data_settings
+        return settings(method)(wildcards)
+
+    return params
+
+
+def get_ood_name(wildcards):
+    return (EXPERIMENTS[wildcards.dataset].get("ood") or {}).get("name")
 
 
 # ---- inputs of the evaluation and report rules ----
@@ -181,10 +221,24 @@ REPORT_FILES = (
 )
 
 
+def report_files():
+    """Files of every (dataset, arch) report directory, as the configuration asks."""
+    files = list(REPORT_FILES)
+    if TRAINING["evaluate_every_epoch"]:
+        files.append("calibration_curves.png")
+    if EVALUATION["selective"]:
+        files += ["selective.md", "selective.csv", "selective.png"]
+    if SHIFT:
+        files += ["shift.md", "shift.csv", "shift.png"]
+    if EVALUATION["ood_sets"]:
+        files += ["ood.md", "ood.csv"]
+    return files
+
+
 def get_report_outputs():
     outputs = [rules.aggregate_metrics.output.csv, rules.render_claims.output.claims]
     for dataset, arch in get_tables():
-        for name in REPORT_FILES:
+        for name in report_files():
             outputs.append(f"{REPORTS}/{dataset}/{arch}/{name}")
     return outputs
 

@@ -1,14 +1,44 @@
-# ---- evaluation: score every prediction artifact, then aggregate over seeds ----
+# ---- evaluation: predict the extra sets, score every prediction artifact, aggregate over seeds ----
+
+
+if SETS:
+
+    rule predict_sets:
+        input:
+            model=get_trained_model,
+            data=rules.prepare_data.output.summary,
+        output:
+            sets=f"{RUN}/sets.npz",
+        log:
+            f"{LOGS}/predict_sets/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}.log",
+        benchmark:
+            f"{BENCHMARKS}/predict_sets/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}.tsv"
+        params:
+            experiment=lambda wc: EXPERIMENTS[wc.dataset],
+            data=config["data"],
+            evaluation=EVALUATION,
+            run=get_sets_params("run"),
+            data_settings=get_sets_params("data_settings"),
+        threads: THREADS
+        conda:
+            CONDA_ENV
+        resources:
+            gpu=GPUS,
+        script:
+            "../scripts/predict_sets.py"
 
 
 rule evaluate_run:
     input:
+        unpack(get_sets_input),
         predictions=f"{RUN}/predictions.npz",
         benchmark=get_benchmark,
     output:
         metrics=f"{RUN}/metrics.json",
     log:
         f"{LOGS}/evaluate_run/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}.log",
+    params:
+        ood_name=get_ood_name,
     threads: 1
     conda:
         CONDA_ENV

@@ -1,4 +1,5 @@
 # ---- reports: tables per (dataset, arch), figures, and the claims against the paper ----
+# (calibration curves, selective prediction, shift and OOD sets where the configuration asks)
 
 
 rule make_table:
@@ -68,6 +69,122 @@ rule plot_training:
         CONDA_ENV
     script:
         "../scripts/plot_training.py"
+
+
+if TRAINING["evaluate_every_epoch"]:
+
+    localrules:
+        plot_calibration_curves,
+
+    rule plot_calibration_curves:
+        input:
+            metrics=get_table_metrics,
+        output:
+            figure=report(
+                f"{TABLE}/calibration_curves.png",
+                caption="../report/calibration_curves.rst",
+                category="Figures",
+                subcategory="{dataset} / {arch}",
+            ),
+        log:
+            f"{LOGS}/plot_calibration_curves/{{dataset}}/{{arch}}.log",
+        threads: 1
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/plot_calibration_curves.py"
+
+
+if EVALUATION["selective"]:
+
+    localrules:
+        summarize_selective,
+
+    rule summarize_selective:
+        input:
+            summary=rules.aggregate_metrics.output.summary,
+            metrics=get_table_metrics,
+        output:
+            md=f"{TABLE}/selective.md",
+            csv=report(
+                f"{TABLE}/selective.csv",
+                caption="../report/selective.rst",
+                category="Tables",
+                subcategory="{dataset} / {arch}",
+            ),
+            figure=report(
+                f"{TABLE}/selective.png",
+                caption="../report/selective.rst",
+                category="Figures",
+                subcategory="{dataset} / {arch}",
+            ),
+        log:
+            f"{LOGS}/summarize_selective/{{dataset}}/{{arch}}.log",
+        threads: 1
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/summarize_selective.py"
+
+
+if SHIFT:
+
+    localrules:
+        summarize_shift,
+
+    rule summarize_shift:
+        input:
+            metrics=get_table_metrics,
+        output:
+            md=f"{TABLE}/shift.md",
+            csv=report(
+                f"{TABLE}/shift.csv",
+                caption="../report/shift.rst",
+                category="Tables",
+                subcategory="{dataset} / {arch}",
+            ),
+            figure=report(
+                f"{TABLE}/shift.png",
+                caption="../report/shift.rst",
+                category="Figures",
+                subcategory="{dataset} / {arch}",
+            ),
+        log:
+            f"{LOGS}/summarize_shift/{{dataset}}/{{arch}}.log",
+        params:
+            evaluation=EVALUATION,
+        threads: 1
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/summarize_shift.py"
+
+
+if EVALUATION["ood_sets"]:
+
+    localrules:
+        summarize_ood,
+
+    rule summarize_ood:
+        input:
+            metrics=get_table_metrics,
+        output:
+            md=f"{TABLE}/ood.md",
+            csv=report(
+                f"{TABLE}/ood.csv",
+                caption="../report/ood.rst",
+                category="Tables",
+                subcategory="{dataset} / {arch}",
+            ),
+        log:
+            f"{LOGS}/summarize_ood/{{dataset}}/{{arch}}.log",
+        params:
+            evaluation=EVALUATION,
+        threads: 1
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/summarize_ood.py"
 
 
 rule render_claims:

@@ -7,6 +7,7 @@ import yaml
 
 from amp.io import write_text
 from harness.claims import claims_header, evaluate_claims, render_claims, run_settings
+from harness.eval_report import read_epochs
 from harness.jobs import start_job
 from harness.report import read_summary
 
@@ -18,6 +19,7 @@ evidence = {
     for name, path in zip(sm.params.evidence_names, sm.input.evidence, strict=True)
 }
 summary = read_summary(sm.input.summary)
+evidence["epochs"] = read_epochs(sm.input.summary)  # per-epoch scores: epoch read and trend
 settings = run_settings(sm.params.config)
 rows = evaluate_claims(registry, summary, settings, evidence)
 write_text(sm.output.claims, render_claims(rows, claims_header(sm.params.config)))
