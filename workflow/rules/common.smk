@@ -224,13 +224,13 @@ REPORT_FILES = (
 def report_files():
     """Files of every (dataset, arch) report directory, as the configuration asks."""
     files = list(REPORT_FILES)
-    if TRAINING["evaluate_every_epoch"]:
+    if TRAINING.get("evaluate_every_epoch"):
         files.append("calibration_curves.png")
-    if EVALUATION["selective"]:
+    if EVALUATION.get("selective"):
         files += ["selective.md", "selective.csv", "selective.png"]
     if SHIFT:
         files += ["shift.md", "shift.csv", "shift.png"]
-    if EVALUATION["ood_sets"]:
+    if EVALUATION.get("ood_sets"):
         files += ["ood.md", "ood.csv"]
     return files
 

@@ -71,7 +71,7 @@ rule plot_training:
         "../scripts/plot_training.py"
 
 
-if TRAINING["evaluate_every_epoch"]:
+if TRAINING.get("evaluate_every_epoch"):
 
     localrules:
         plot_calibration_curves,
@@ -95,7 +95,7 @@ if TRAINING["evaluate_every_epoch"]:
             "../scripts/plot_calibration_curves.py"
 
 
-if EVALUATION["selective"]:
+if EVALUATION.get("selective"):
 
     localrules:
         summarize_selective,
@@ -160,7 +160,7 @@ if SHIFT:
             "../scripts/summarize_shift.py"
 
 
-if EVALUATION["ood_sets"]:
+if EVALUATION.get("ood_sets"):
 
     localrules:
         summarize_ood,
