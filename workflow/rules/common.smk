@@ -85,6 +85,17 @@ def run_path(name, dataset, arch, method, seed):
     return f"{RESULTS}/{dataset}/{arch}/{method}/seed{seed}/{name}"
 
 
+def predictions_path(dataset, arch, artifact, seed):
+    """Predictions of an artifact; IVON@mean is written beside the IVON run that yields it."""
+    if artifact == "ivon_mean":
+        return run_path("predictions_mean.npz", dataset, arch, "ivon", seed)
+    return run_path("predictions.npz", dataset, arch, artifact, seed)
+
+
+def get_predictions(wildcards):
+    return predictions_path(wildcards.dataset, wildcards.arch, wildcards.method, wildcards.seed)
+
+
 # ---- per-method settings, passed to the scripts as params ----
 
 
@@ -157,7 +168,7 @@ def get_first_seed_predictions(wildcards):
     experiment = EXPERIMENTS[wildcards.dataset]
     seed = experiment["seeds"][0]
     return {
-        artifact: run_path("predictions.npz", wildcards.dataset, wildcards.arch, artifact, seed)
+        artifact: predictions_path(wildcards.dataset, wildcards.arch, artifact, seed)
         for method in experiment["methods"]
         for artifact in artifacts(method)
     }

@@ -3,7 +3,7 @@
 
 rule evaluate_run:
     input:
-        predictions=f"{RUN}/predictions.npz",
+        predictions=get_predictions,
         benchmark=get_benchmark,
     output:
         metrics=f"{RUN}/metrics.json",
