@@ -46,6 +46,7 @@ from amp.io import load_checkpoint, save_checkpoint
 __all__ = [
     "DATASETS",
     "FASHION_MNIST_SYSTEM_DIRS",
+    "DEFAULT_OOD_NORMALIZATION",
     "INPUT_ABS_LIMIT",
     "NORMALIZATIONS",
     "DataError",
@@ -58,6 +59,7 @@ __all__ = [
     "load_dataset",
     "load_ood",
     "load_saved_dataset",
+    "ood_normalization_of",
     "make_sine",
     "read_idx",
     "save_dataset",
@@ -706,12 +708,31 @@ def load_dataset(
     )
 
 
+DEFAULT_OOD_NORMALIZATION = "reference"
+"""How OOD inputs are normalised unless configured: with the reference data's statistics."""
+
+
+def ood_normalization_of(ood: dict[str, Any] | None, method: str) -> str:
+    """The OOD normalisation mode of ``method`` from an experiment's ``ood`` configuration.
+
+    Args:
+        ood: ``None`` or a mapping whose optional ``normalization`` is one mode for every
+            method or a mapping ``{method: mode}``.
+        method: The method (``mp``, ``adamw``, ``ivon``).
+
+    Returns:
+        ``"reference"``, ``"own"`` or ``"none"`` (:data:`DEFAULT_OOD_NORMALIZATION` when unset).
+    """
+    mode = (ood or {}).get("normalization", DEFAULT_OOD_NORMALIZATION)
+    return mode if isinstance(mode, str) else mode.get(method, DEFAULT_OOD_NORMALIZATION)
+
+
 def load_ood(
     name: str,
     reference: Dataset,
     *,
     root: str | os.PathLike | None = None,
-    normalization: str = "reference",
+    normalization: str = DEFAULT_OOD_NORMALIZATION,
     subset: int | None = None,
     seed: int = 0,
     download: bool = False,

@@ -6,6 +6,8 @@ import jsonschema
 import yaml
 from snakemake.utils import validate
 
+from harness.jobs import data_settings, run_settings
+
 SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 
 
@@ -101,36 +103,12 @@ def get_predictions(wildcards):
 
 def get_data_settings(method):
     """Returns a function of the wildcards: how `method` loads its data."""
-
-    def settings(wildcards):
-        ood = EXPERIMENTS[wildcards.dataset].get("ood") or {}
-        mode = ood.get("normalization", "reference")
-        return {
-            "normalization": config["methods"][method]["normalization"],
-            "dtype": config["methods"][method]["dtype"],
-            "ood_normalization": mode if isinstance(mode, str) else mode.get(method, "reference"),
-        }
-
-    return settings
+    return lambda wildcards: data_settings(config, method, wildcards.dataset)
 
 
 def get_run_config(method):
     """Returns a function of the wildcards: keyword arguments of MPConfig / BaselineConfig."""
-
-    def run_config(wildcards):
-        section = {
-            k: v for k, v in config["methods"][method].items() if k not in ("normalization",)
-        }
-        return {
-            **section,
-            "epochs": TRAINING["epochs"],
-            "batch_size": TRAINING["batch_size"],
-            "evaluate_every_epoch": TRAINING["evaluate_every_epoch"],
-            "device": config["device"],
-            "seed": int(wildcards.seed),
-        }
-
-    return run_config
+    return lambda wildcards: run_settings(config, method, wildcards.seed)
 
 
 def get_identity(method):
