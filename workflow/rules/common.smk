@@ -6,6 +6,7 @@ import jsonschema
 import yaml
 from snakemake.utils import validate
 
+from harness.fingerprint import SOURCES, fingerprint
 from harness.jobs import data_settings, run_settings
 
 SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
@@ -100,6 +101,10 @@ def get_predictions(wildcards):
 
 # ---- per-method settings, passed to the scripts as params ----
 
+# Fingerprints of the source code that determines each kind of training job's results (the
+# `source` param of the training rules): a code change reruns exactly the jobs it affects.
+SOURCE_FINGERPRINTS = {kind: fingerprint(*sources) for kind, sources in SOURCES.items()}
+
 
 def get_data_settings(method):
     """Returns a function of the wildcards: how `method` loads its data."""
@@ -117,6 +122,7 @@ def get_identity(method):
     def identity(wildcards):
         return {
             "method": method,
+            "source": SOURCE_FINGERPRINTS[method],
             "dataset": wildcards.dataset,
             "arch": wildcards.arch,
             "run": get_run_config(method)(wildcards),

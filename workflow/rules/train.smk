@@ -12,6 +12,7 @@ rule train_mp:
     benchmark:
         f"{BENCHMARKS}/train_mp/{{dataset}}/{{arch}}/seed{{seed}}.tsv"
     params:
+        source=SOURCE_FINGERPRINTS["mp"],
         experiment=lambda wc: EXPERIMENTS[wc.dataset],
         data=config["data"],
         data_settings=get_data_settings("mp"),
@@ -45,6 +46,7 @@ rule train_baseline:
         method="adamw|ivon",
     params:
         method=lambda wc: wc.method,
+        source=lambda wc: SOURCE_FINGERPRINTS[wc.method],
         experiment=lambda wc: EXPERIMENTS[wc.dataset],
         data=config["data"],
         data_settings=lambda wc: get_data_settings(wc.method)(wc),
