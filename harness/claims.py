@@ -25,6 +25,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.data import ood_normalization_of
+
 __all__ = [
     "EVALUATORS",
     "Finding",
@@ -372,7 +374,6 @@ def run_settings(config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
     mp = config.get("methods", {}).get("mp", {})
     for dataset, experiment in config["experiments"].items():
         ood = experiment.get("ood") or {}
-        ood_mode = ood.get("normalization", "reference")
         for arch in experiment["archs"]:
             out[(dataset, arch)] = {
                 "dataset": dataset,
@@ -385,9 +386,7 @@ def run_settings(config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
                 "mp_dtype": mp.get("dtype", "float64"),
                 "mp_schedule": mp.get("schedule", "grouped"),
                 "ood": ood.get("name", "none"),
-                "mp_ood_normalization": ood_mode
-                if isinstance(ood_mode, str)
-                else ood_mode.get("mp", "reference"),
+                "mp_ood_normalization": ood_normalization_of(ood, "mp"),
             }
     return out
 

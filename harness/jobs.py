@@ -29,14 +29,23 @@ from typing import Any
 import torch
 
 from amp.io import identity_differences, write_json
-from harness.data import Dataset, describe, load_dataset, load_ood
+from amp.runtime import resolve_dtype
+from harness.data import (
+    DEFAULT_OOD_NORMALIZATION,
+    Dataset,
+    describe,
+    load_dataset,
+    load_ood,
+    ood_normalization_of,
+)
 from harness.eval_sets import SetPredictions, SetsConfig, build_eval_sets, predict_sets
 from harness.runs.restore import load_predictor
 
 __all__ = [
-    "DTYPES",
+    "data_settings",
     "describe_inputs",
     "predict_eval_sets",
+    "run_settings",
     "sets_config",
     "train_coverage_method",
     "finish_state",
@@ -45,11 +54,45 @@ __all__ = [
     "start_job",
 ]
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-"""Dtype names accepted in the configuration."""
-
 _IDENTITY_FILE = "identity.json"
 _CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def data_settings(config: dict[str, Any], method: str, dataset: str) -> dict[str, str]:
+    """How ``method`` loads ``dataset`` under a (schema-validated) pipeline configuration.
+
+    Returns:
+        The keyword arguments ``normalization``, ``dtype`` and ``ood_normalization`` of
+        :func:`load_inputs`.
+    """
+    section = config["methods"][method]
+    return {
+        "normalization": section["normalization"],
+        "dtype": section["dtype"],
+        "ood_normalization": ood_normalization_of(
+            config["experiments"][dataset].get("ood"), method
+        ),
+    }
+
+
+def run_settings(config: dict[str, Any], method: str, seed: int) -> dict[str, Any]:
+    """Keyword arguments of :class:`harness.runs.mp.MPConfig` / ``BaselineConfig`` of one run.
+
+    Args:
+        config: The pipeline configuration, validated (the schema's defaults filled in).
+        method: ``mp``, ``adamw`` or ``ivon``.
+        seed: The run's seed.
+    """
+    section = {k: v for k, v in config["methods"][method].items() if k != "normalization"}
+    training = config["training"]
+    return {
+        **section,
+        "epochs": training["epochs"],
+        "batch_size": training["batch_size"],
+        "evaluate_every_epoch": training["evaluate_every_epoch"],
+        "device": config["device"],
+        "seed": int(seed),
+    }
 
 
 def start_job(log_path: str | os.PathLike, threads: int = 1) -> logging.Logger:
@@ -94,7 +137,7 @@ def load_inputs(
     *,
     normalization: str,
     dtype: str,
-    ood_normalization: str = "reference",
+    ood_normalization: str = DEFAULT_OOD_NORMALIZATION,
 ) -> tuple[Dataset, torch.Tensor | None]:
     """Load an experiment's data set and OOD inputs prepared for one method.
 
@@ -113,8 +156,7 @@ def load_inputs(
     Raises:
         ValueError: On an unknown dtype (other errors come from :mod:`harness.data`).
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"invalid dtype: {dtype!r} (use one of {', '.join(DTYPES)})")
+    torch_dtype = resolve_dtype(dtype)
     loaded = load_dataset(
         dataset,
         root=data.get("root"),
@@ -123,7 +165,7 @@ def load_inputs(
         seed=experiment.get("subset_seed"),
         normalization=normalization,
         download=bool(data.get("download", False)),
-        dtype=DTYPES[dtype],
+        dtype=torch_dtype,
     )
     ood = experiment.get("ood")
     if not ood:
@@ -164,7 +206,7 @@ def describe_inputs(
             summary["ood"] = {
                 "name": experiment["ood"]["name"],
                 "n": len(x_ood),
-                "normalization": settings.get("ood_normalization", "reference"),
+                "normalization": settings.get("ood_normalization", DEFAULT_OOD_NORMALIZATION),
                 "mean": float(x_ood.double().mean()),
                 "std": float(x_ood.double().std()) if x_ood.numel() > 1 else 0.0,
             }
@@ -234,7 +276,7 @@ def predict_eval_sets(
         seed=experiment.get("subset_seed"),
         normalization=data_settings["normalization"],
         download=bool(data.get("download", False)),
-        dtype=DTYPES[data_settings["dtype"]],
+        dtype=resolve_dtype(data_settings["dtype"]),
     )
 
     def load_named(name: str) -> torch.Tensor:

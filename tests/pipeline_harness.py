@@ -16,7 +16,7 @@ def snakemake_command(*args: str) -> list[str]:
 
 
 def run_snakemake(
-    *args: str, cwd: Path = REPO, timeout: float = 300
+    *args: str, cwd: Path = REPO, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run Snakemake in ``cwd`` and capture its output (a failure is returned, not raised)."""
     return subprocess.run(
@@ -26,6 +26,7 @@ def run_snakemake(
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
 
 
@@ -35,6 +36,15 @@ def copy_workflow(destination: Path) -> Path:
         shutil.copy(REPO / name, destination / name)
     for name in ("workflow", "configs"):
         shutil.copytree(REPO / name, destination / name)
+    return destination
+
+
+def copy_repository(destination: Path) -> Path:
+    """:func:`copy_workflow` plus the packages, to run with ``PYTHONPATH=destination``."""
+    copy_workflow(destination)
+    for name in ("amp", "baselines", "harness"):
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(REPO / name, destination / name, ignore=ignore)
     return destination
 
 

@@ -43,7 +43,13 @@ from harness.data.dataset import (
     save_dataset,
 )
 from harness.data.formats import read_idx
-from harness.data.loading import DATASETS, load_dataset, load_ood
+from harness.data.loading import (
+    DATASETS,
+    DEFAULT_OOD_NORMALIZATION,
+    load_dataset,
+    load_ood,
+    ood_normalization_of,
+)
 from harness.data.normalization import (
     INPUT_ABS_LIMIT,
     apply_normalization,
@@ -57,6 +63,7 @@ from harness.data.uci import UCI_SETS, load_uci, to_original_units
 __all__ = [
     "DATASETS",
     "DATA_ROOT_ENV",
+    "DEFAULT_OOD_NORMALIZATION",
     "FASHION_MNIST_SYSTEM_DIRS",
     "INPUT_ABS_LIMIT",
     "NORMALIZATIONS",
@@ -73,6 +80,7 @@ __all__ = [
     "load_uci",
     "load_saved_dataset",
     "make_sine",
+    "ood_normalization_of",
     "read_idx",
     "save_dataset",
     "sine_function",

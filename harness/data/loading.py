@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,13 @@ from harness.data.sine import SINE_SEED
 from harness.data.sources import default_root, load_digits, load_raw, load_svhn
 from harness.data.uci import load_uci
 
-__all__ = ["DATASETS", "load_dataset", "load_ood"]
+__all__ = [
+    "DATASETS",
+    "DEFAULT_OOD_NORMALIZATION",
+    "load_dataset",
+    "load_ood",
+    "ood_normalization_of",
+]
 
 DATASETS = ("sine", "fashion_mnist", "mnist", "digits", "cifar10", "svhn")
 """Names accepted by :func:`load_dataset` (``-`` may be written for ``_``), besides the UCI
@@ -116,12 +123,31 @@ def load_dataset(
     )
 
 
+DEFAULT_OOD_NORMALIZATION = "reference"
+"""How OOD inputs are normalised unless configured: with the reference data's statistics."""
+
+
+def ood_normalization_of(ood: dict[str, Any] | None, method: str) -> str:
+    """The OOD normalisation mode of ``method`` from an experiment's ``ood`` configuration.
+
+    Args:
+        ood: ``None`` or a mapping whose optional ``normalization`` is one mode for every
+            method or a mapping ``{method: mode}``.
+        method: The method (``mp``, ``adamw``, ``ivon``).
+
+    Returns:
+        ``"reference"``, ``"own"`` or ``"none"`` (:data:`DEFAULT_OOD_NORMALIZATION` when unset).
+    """
+    mode = (ood or {}).get("normalization", DEFAULT_OOD_NORMALIZATION)
+    return mode if isinstance(mode, str) else mode.get(method, DEFAULT_OOD_NORMALIZATION)
+
+
 def load_ood(
     name: str,
     reference: Dataset,
     *,
     root: str | os.PathLike | None = None,
-    normalization: str = "reference",
+    normalization: str = DEFAULT_OOD_NORMALIZATION,
     subset: int | None = None,
     seed: int = 0,
     download: bool = False,

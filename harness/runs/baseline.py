@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from torch import nn
 
 from amp import specs
 from amp.io import CorruptFileError, load_checkpoint, write_json
-from amp.runtime import Stopwatch, resolve_device
+from amp.runtime import Stopwatch, resolve_device, resolve_dtype
 from baselines.models import likelihood_of
 from baselines.predict import (
     IVON_TEST_SAMPLES,
@@ -56,7 +56,6 @@ __all__ = ["METHODS", "BaselineConfig", "run_baseline"]
 METHODS = ("adamw", "ivon")
 """Baseline methods :func:`run_baseline` trains."""
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _log = logging.getLogger(__name__)
 
 
@@ -64,8 +63,9 @@ _log = logging.getLogger(__name__)
 class BaselineConfig:
     """Settings of a baseline run (the ``adamw`` / ``ivon`` sections of the pipeline config).
 
-    Optimiser settings left at ``None`` take the method's defaults of
-    :class:`baselines.TrainConfig` (the reference script's values).
+    The fields it shares with :class:`baselines.TrainConfig` take their defaults from there
+    (optimiser settings left at ``None`` take the method's defaults, the reference script's
+    values) and are passed on by name.
 
     Attributes:
         epochs: Number of epochs (also the cosine schedule's length).
@@ -85,48 +85,34 @@ class BaselineConfig:
         progress: Show a progress bar.
     """
 
-    epochs: int = 25
-    batch_size: int = 128
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
     dtype: str = "float32"
     device: str = "cpu"
-    seed: int = 0
-    lr: float | None = None
-    weight_decay: float | None = None
-    ess: float | None = None
-    hess_init: float = 1.0
-    beta1: float = 0.9
-    beta2: float = 0.99999
-    mc_samples: int = 1
+    seed: int = TrainConfig.seed
+    lr: float | None = TrainConfig.lr
+    weight_decay: float | None = TrainConfig.weight_decay
+    ess: float | None = TrainConfig.ess
+    hess_init: float = TrainConfig.hess_init
+    beta1: float = TrainConfig.beta1
+    beta2: float = TrainConfig.beta2
+    mc_samples: int = TrainConfig.mc_samples
     test_samples: int = IVON_TEST_SAMPLES
     evaluate_every_epoch: bool = True
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"invalid dtype: {self.dtype!r} (use 'float32' or 'float64')")
+        resolve_dtype(self.dtype)
         if isinstance(self.test_samples, bool) or not (
             isinstance(self.test_samples, int) and self.test_samples >= 1
         ):
             raise ValueError(f"invalid test_samples: {self.test_samples!r} (must be >= 1)")
 
     def train_config(self, method: str, checkpoint: str | Path | None) -> TrainConfig:
-        """The :class:`baselines.TrainConfig` of this run for ``method``."""
-        return TrainConfig(
-            method=method,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            ess=self.ess,
-            hess_init=self.hess_init,
-            beta1=self.beta1,
-            beta2=self.beta2,
-            mc_samples=self.mc_samples,
-            seed=self.seed,
-            device=self.device,
-            progress=self.progress,
-            checkpoint_path=checkpoint,
-        )
+        """The :class:`baselines.TrainConfig` of this run for ``method``: every shared field."""
+        shared = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(self)}
+        settings = {name: getattr(self, name) for name in shared}
+        return TrainConfig(**settings, method=method, checkpoint_path=checkpoint)
 
 
 def _variants(method: str) -> dict[str, bool]:
@@ -262,7 +248,7 @@ def run_baseline(
     likelihood = likelihood_of(layers)
     noise_var = None if likelihood.kind == "classification" else likelihood.noise_var
     device = resolve_device(config.device)
-    dtype = _DTYPES[config.dtype]
+    dtype = resolve_dtype(config.dtype)
     x_train = dataset.x_train.to(dtype)
     x_test = dataset.x_test.to(dtype=dtype, device=device)
     y_test = dataset.y_test.to(device=device)

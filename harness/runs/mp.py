@@ -24,15 +24,14 @@ import torch
 from amp import specs
 from amp.io import identity_differences
 from amp.network import Network
-from amp.runtime import Stopwatch, resolve_device
-from amp.trainer import Schedule, Trainer
+from amp.runtime import DTYPES, Stopwatch, resolve_device, resolve_dtype
+from amp.trainer import DEFAULT_GROUP_SIZE, Schedule, Trainer
 from harness import metrics
 from harness.data import DataError, Dataset, check_input_scale
 from harness.predictions import Predictions
 
 __all__ = ["MPConfig", "check_run_inputs", "run_mp"]
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _log = logging.getLogger(__name__)
 
 
@@ -59,8 +58,8 @@ class MPConfig:
 
     epochs: int = 25
     batch_size: int = 128
-    schedule: str = "scaled"
-    group_size: int = 16
+    schedule: str = Schedule.SCALED.value
+    group_size: int = DEFAULT_GROUP_SIZE
     iterations: int | None = None
     dtype: str = "float64"
     store_dtype: str | None = None
@@ -71,10 +70,11 @@ class MPConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"invalid dtype: {self.dtype!r} (use 'float32' or 'float64')")
-        if self.store_dtype is not None and self.store_dtype not in _DTYPES:
-            raise ValueError(f"invalid store_dtype: {self.store_dtype!r}")
+        resolve_dtype(self.dtype)
+        if self.store_dtype is not None and self.store_dtype not in DTYPES:
+            raise ValueError(
+                f"invalid store_dtype: {self.store_dtype!r} (use one of {', '.join(DTYPES)})"
+            )
         if self.epochs < 1:
             raise ValueError(f"invalid epochs: {self.epochs!r} (must be >= 1)")
 
@@ -202,8 +202,8 @@ def run_mp(
         amp.trainer.DivergenceError: If training produces non-finite messages.
     """
     device = resolve_device(config.device)
-    dtype = _DTYPES[config.dtype]
-    store_dtype = _DTYPES[config.store_dtype] if config.store_dtype else None
+    dtype = resolve_dtype(config.dtype)
+    store_dtype = resolve_dtype(config.store_dtype) if config.store_dtype else None
     layers = specs.arch(arch)
     check_run_inputs(dataset, arch, layers, ood_inputs)
     x_test = dataset.x_test.to(dtype=dtype, device=device)

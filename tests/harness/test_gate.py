@@ -105,35 +105,53 @@ def test_update_replaces_values_and_keeps_tolerances(tmp_path):
     }
 
 
-def test_calibrate_sizes_tolerances_from_seed_sd(tmp_path):
-    # SE 0.01 over 4 seeds -> SD 0.02 -> tolerance 3 x 0.02 = 0.06
-    summary = gate.load_summary(
-        write_fake_summary(
-            tmp_path / "s.json",
-            [row(n=4, accuracy=(0.7, 0.01), nll=(0.8, 0.0001))],
-            tmp_path,
-        )
-    )
-    reference = {
-        "runs": {
-            "fashion_mnist/mlp/mp": {
-                "accuracy": {"value": 0.7, "tolerance": 1.0, "direction": "higher"},
-                "nll": {"value": 0.8, "tolerance": 1.0, "direction": "lower"},
-            }
-        }
-    }
-    runs = gate.calibrate(summary, reference, 3.0)["runs"]["fashion_mnist/mlp/mp"]
-    assert runs["accuracy"]["tolerance"] == pytest.approx(0.06)
-    assert runs["nll"]["tolerance"] == gate.MIN_TOLERANCE["nll"]  # 3 x 0.0002 is below the floor
+def test_calibrate_sizes_tolerances_from_the_spread_of_variant_runs(tmp_path):
+    # reference run: accuracy 0.700, nll 0.8; variants: 2 threads (0.688, 0.8001), float64
+    # (0.709, 0.7999) -> accuracy spread 0.012 -> tolerance 2 x 0.012; nll spread 1e-4 -> floor
+    def summary(name, accuracy, nll):
+        rows = [row(accuracy=(accuracy, None), nll=(nll, None))]
+        return gate.load_summary(write_fake_summary(tmp_path / name, rows, tmp_path))
+
+    base = summary("s.json", 0.7, 0.8)
+    variants = [summary("t.json", 0.688, 0.8001), summary("f.json", 0.709, 0.7999)]
+    runs = gate.calibrate(base, variants, {"note": 1})
+    assert runs["note"] == 1
+    entries = runs["runs"]["fashion_mnist/mlp/mp"]
+    assert entries["accuracy"]["value"] == 0.7
+    assert entries["accuracy"]["spread"] == pytest.approx(0.012)
+    assert entries["accuracy"]["tolerance"] == pytest.approx(gate.SPREAD_MULTIPLE * 0.012)
+    assert entries["nll"]["spread"] == pytest.approx(1e-4)
+    assert entries["nll"]["tolerance"] == gate.MIN_TOLERANCE["nll"]
+    assert entries["nll"]["direction"] == "lower"
 
 
-def test_calibrate_needs_several_seeds(tmp_path):
-    summary = gate.load_summary(
+def test_calibrate_needs_a_variant_of_the_same_run(tmp_path):
+    base = gate.load_summary(
         write_fake_summary(tmp_path / "s.json", [row(accuracy=(0.7, None))], tmp_path)
     )
-    reference = {"runs": {"fashion_mnist/mlp/mp": {"accuracy": {"value": 0.7, "tolerance": 1}}}}
-    with pytest.raises(ValueError, match="at least two seeds"):
-        gate.calibrate(summary, reference)
+    other = gate.load_summary(
+        write_fake_summary(tmp_path / "o.json", [row("adamw", accuracy=(0.7, None))], tmp_path)
+    )
+    with pytest.raises(ValueError, match="no variant summary has a run"):
+        gate.calibrate(base, [other])
+
+
+def test_calibrate_on_the_command_line_needs_variants(tmp_path, capsys):
+    summary = write_fake_summary(tmp_path / "s.json", [row(accuracy=(0.7, None))], tmp_path)
+    with pytest.raises(SystemExit):
+        gate.main(["--summary", str(summary), "--reference", "r.yaml", "--calibrate"])
+    assert "--calibrate needs --variants" in capsys.readouterr().err
+
+
+def test_calibrated_reference_passes_its_run_and_fails_a_change_beyond_the_floor(tmp_path):
+    summary = write_fake_summary(tmp_path / "s.json", [row(accuracy=(0.7, None))], tmp_path)
+    variant = write_fake_summary(tmp_path / "v.json", [row(accuracy=(0.7, None))], tmp_path)
+    reference = tmp_path / "ref.yaml"
+    args = ["--summary", str(summary), "--reference", str(reference)]
+    assert gate.main([*args, "--calibrate", "--variants", str(variant)]) == 0
+    assert gate.main(args) == 0
+    worse = write_fake_summary(tmp_path / "w.json", [row(accuracy=(0.689, None))], tmp_path)
+    assert gate.main(["--summary", str(worse), "--reference", str(reference)]) == 1
 
 
 def test_update_round_trip_writes_a_reference_that_passes(tmp_path):

@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from amp.runtime import DTYPES
 from harness import jobs
 
 DATA = {"root": None, "download": False}
@@ -52,7 +53,7 @@ def test_load_inputs_per_method(fake_root, dtype):
         "fashion_mnist", experiment, data, normalization="global", dtype=dtype
     )
     assert (len(loaded.x_train), len(loaded.x_test)) == (30, 10)
-    assert loaded.x_train.dtype == jobs.DTYPES[dtype]
+    assert loaded.x_train.dtype == DTYPES[dtype]
     assert loaded.normalization["mode"] == "global"
     # global normalisation: the training pixels have mean 0 and std 1 over everything
     assert float(loaded.x_train.double().mean()) == pytest.approx(0.0, abs=1e-5)
@@ -159,3 +160,33 @@ def test_predict_eval_sets_from_a_trained_model(fake_root, tmp_path):
     assert out.probs["clean"].shape == (8, 10)
     assert "mnist" in out.metadata["skipped"]  # not on disk in the fake data root
     assert out.metadata["method"] == "adamw"
+
+
+def test_data_and_run_settings_of_a_validated_configuration():
+    ood = {"name": "digits", "normalization": {"mp": "own"}}
+    config = {
+        "device": "cpu",
+        "training": {"epochs": 2, "batch_size": 64, "evaluate_every_epoch": True},
+        "experiments": {"fashion_mnist": {"ood": ood}, "sine": {"ood": None}},
+        "methods": {
+            "mp": {"dtype": "float32", "normalization": "global", "group_size": 8},
+            "adamw": {"dtype": "float64", "normalization": "per_channel", "lr": None},
+        },
+    }
+    assert jobs.data_settings(config, "mp", "fashion_mnist") == {
+        "normalization": "global",
+        "dtype": "float32",
+        "ood_normalization": "own",
+    }
+    adamw = jobs.data_settings(config, "adamw", "fashion_mnist")
+    assert adamw["ood_normalization"] == "reference"  # the library's default for an unset method
+    assert jobs.data_settings(config, "mp", "sine")["ood_normalization"] == "reference"
+    assert jobs.run_settings(config, "mp", "3") == {
+        "dtype": "float32",
+        "group_size": 8,
+        "epochs": 2,
+        "batch_size": 64,
+        "evaluate_every_epoch": True,
+        "device": "cpu",
+        "seed": 3,
+    }

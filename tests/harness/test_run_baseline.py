@@ -165,3 +165,33 @@ def test_errors():
         run_baseline(
             load_dataset("sine"), "toy_regression", "adamw", CONFIG, ood_inputs=torch.zeros(3, 1)
         )
+
+
+def test_train_config_passes_every_shared_field_and_defaults_come_from_train_config():
+    from dataclasses import fields
+
+    from baselines.train import TrainConfig
+
+    shared = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(BaselineConfig)}
+    assert shared >= {"epochs", "batch_size", "lr", "weight_decay", "ess", "hess_init", "beta1"}
+    changed = {
+        "epochs": 3,
+        "batch_size": 7,
+        "lr": 0.5,
+        "weight_decay": 0.25,
+        "ess": 99.0,
+        "hess_init": 0.3,
+        "beta1": 0.7,
+        "beta2": 0.8,
+        "mc_samples": 2,
+        "seed": 5,
+        "device": "cpu",
+        "progress": True,
+    }
+    assert set(changed) == shared
+    train_config = BaselineConfig(**changed).train_config("ivon", "ck.pt")
+    assert {name: getattr(train_config, name) for name in shared} == changed
+    assert (train_config.method, train_config.checkpoint_path) == ("ivon", "ck.pt")
+    defaults = BaselineConfig()
+    for name in shared - {"device", "progress"}:  # run defaults: on the CPU, quietly
+        assert getattr(defaults, name) == getattr(TrainConfig(), name), name

@@ -165,8 +165,8 @@ def script_job(method: str, workdir: Path, *, epochs: int = EPOCHS) -> dict:
         "ood_normalization": "reference",
     }
     outputs = {"predictions": str(workdir / method / "predictions.npz")}
-    if method == "ivon":
-        outputs["predictions_mean"] = str(workdir / "ivon_mean" / "predictions.npz")
+    if method != "mp":
+        outputs["predictions_mean"] = str(workdir / method / "predictions_mean.npz")
     outputs["model"] = str(workdir / method / "model.pt")
     experiment = {"subset": N_TRAIN, "test_subset": N_TEST, "subset_seed": 0, "ood": None}
     return {

@@ -6,6 +6,9 @@ import jsonschema
 import yaml
 from snakemake.utils import validate
 
+from harness.fingerprint import SOURCES, fingerprint
+from harness.jobs import data_settings, run_settings
+
 SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 
 
@@ -91,41 +94,32 @@ def run_path(name, dataset, arch, method, seed):
     return f"{RESULTS}/{dataset}/{arch}/{method}/seed{seed}/{name}"
 
 
+def predictions_path(dataset, arch, artifact, seed):
+    """Predictions of an artifact; IVON@mean is written beside the IVON run that yields it."""
+    if artifact == "ivon_mean":
+        return run_path("predictions_mean.npz", dataset, arch, "ivon", seed)
+    return run_path("predictions.npz", dataset, arch, artifact, seed)
+
+
+def get_predictions(wildcards):
+    return predictions_path(wildcards.dataset, wildcards.arch, wildcards.method, wildcards.seed)
+
+
 # ---- per-method settings, passed to the scripts as params ----
+
+# Fingerprints of the source code that determines each kind of training job's results (the
+# `source` param of the training rules): a code change reruns exactly the jobs it affects.
+SOURCE_FINGERPRINTS = {kind: fingerprint(*sources) for kind, sources in SOURCES.items()}
 
 
 def get_data_settings(method):
     """Returns a function of the wildcards: how `method` loads its data."""
-
-    def settings(wildcards):
-        ood = EXPERIMENTS[wildcards.dataset].get("ood") or {}
-        mode = ood.get("normalization", "reference")
-        return {
-            "normalization": config["methods"][method]["normalization"],
-            "dtype": config["methods"][method]["dtype"],
-            "ood_normalization": mode if isinstance(mode, str) else mode.get(method, "reference"),
-        }
-
-    return settings
+    return lambda wildcards: data_settings(config, method, wildcards.dataset)
 
 
 def get_run_config(method):
     """Returns a function of the wildcards: keyword arguments of MPConfig / BaselineConfig."""
-
-    def run_config(wildcards):
-        section = {
-            k: v for k, v in config["methods"][method].items() if k not in ("normalization",)
-        }
-        return {
-            **section,
-            "epochs": TRAINING["epochs"],
-            "batch_size": TRAINING["batch_size"],
-            "evaluate_every_epoch": TRAINING["evaluate_every_epoch"],
-            "device": config["device"],
-            "seed": int(wildcards.seed),
-        }
-
-    return run_config
+    return lambda wildcards: run_settings(config, method, wildcards.seed)
 
 
 def get_identity(method):
@@ -134,6 +128,7 @@ def get_identity(method):
     def identity(wildcards):
         return {
             "method": method,
+            "source": SOURCE_FINGERPRINTS[method],
             "dataset": wildcards.dataset,
             "arch": wildcards.arch,
             "run": get_run_config(method)(wildcards),
@@ -197,7 +192,7 @@ def get_first_seed_predictions(wildcards):
     experiment = EXPERIMENTS[wildcards.dataset]
     seed = experiment["seeds"][0]
     return {
-        artifact: run_path("predictions.npz", wildcards.dataset, wildcards.arch, artifact, seed)
+        artifact: predictions_path(wildcards.dataset, wildcards.arch, artifact, seed)
         for method in experiment["methods"]
         for artifact in artifacts(method)
     }

@@ -20,6 +20,9 @@ if COVERAGE:
         benchmark:
             f"{BENCHMARKS}/train_coverage/{{variant}}/{{study_method}}.tsv"
         params:
+            source=lambda wc: SOURCE_FINGERPRINTS[
+                "coverage_mp" if wc.study_method == "mp" else "coverage_baseline"
+            ],
             study=COVERAGE,
         threads: THREADS
         conda:

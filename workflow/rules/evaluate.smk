@@ -31,7 +31,7 @@ if SETS:
 rule evaluate_run:
     input:
         unpack(get_sets_input),
-        predictions=f"{RUN}/predictions.npz",
+        predictions=get_predictions,
         benchmark=get_benchmark,
     output:
         metrics=f"{RUN}/metrics.json",

@@ -12,6 +12,7 @@ rule train_mp:
     benchmark:
         f"{BENCHMARKS}/train_mp/{{dataset}}/{{arch}}/seed{{seed}}.tsv"
     params:
+        source=SOURCE_FINGERPRINTS["mp"],
         experiment=lambda wc: EXPERIMENTS[wc.dataset],
         data=config["data"],
         data_settings=get_data_settings("mp"),
@@ -27,52 +28,31 @@ rule train_mp:
         "../scripts/train_mp.py"
 
 
-rule train_adamw:
+rule train_baseline:
+    # AdamW and IVON. Every baseline run also writes its prediction at the mean weights beside
+    # its predictions (IVON@mean, exposed as the artifact `ivon_mean`; for AdamW, a point
+    # estimate, it is the prediction itself).
     input:
         data=rules.prepare_data.output.summary,
     output:
-        predictions=f"{RESULTS}/{{dataset}}/{{arch}}/adamw/seed{{seed}}/predictions.npz",
-        model=f"{RESULTS}/{{dataset}}/{{arch}}/adamw/seed{{seed}}/model.pt",
+        predictions=f"{RUN}/predictions.npz",
+        predictions_mean=f"{RUN}/predictions_mean.npz",
+        model=f"{RUN}/model.pt",
     log:
-        f"{LOGS}/train_adamw/{{dataset}}/{{arch}}/seed{{seed}}.log",
+        f"{LOGS}/train_{{method}}/{{dataset}}/{{arch}}/seed{{seed}}.log",
     benchmark:
-        f"{BENCHMARKS}/train_adamw/{{dataset}}/{{arch}}/seed{{seed}}.tsv"
+        f"{BENCHMARKS}/train_{{method}}/{{dataset}}/{{arch}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        method="adamw|ivon",
     params:
-        method="adamw",
+        method=lambda wc: wc.method,
+        source=lambda wc: SOURCE_FINGERPRINTS[wc.method],
         experiment=lambda wc: EXPERIMENTS[wc.dataset],
         data=config["data"],
-        data_settings=get_data_settings("adamw"),
-        run=get_run_config("adamw"),
-        identity=get_identity("adamw"),
-        state=f"{RESULTS}/{{dataset}}/{{arch}}/adamw/seed{{seed}}/state",
-    threads: THREADS
-    conda:
-        CONDA_ENV
-    resources:
-        gpu=GPUS,
-    script:
-        "../scripts/train_baseline.py"
-
-
-rule train_ivon:
-    input:
-        data=rules.prepare_data.output.summary,
-    output:
-        predictions=f"{RESULTS}/{{dataset}}/{{arch}}/ivon/seed{{seed}}/predictions.npz",
-        predictions_mean=f"{RESULTS}/{{dataset}}/{{arch}}/ivon_mean/seed{{seed}}/predictions.npz",
-        model=f"{RESULTS}/{{dataset}}/{{arch}}/ivon/seed{{seed}}/model.pt",
-    log:
-        f"{LOGS}/train_ivon/{{dataset}}/{{arch}}/seed{{seed}}.log",
-    benchmark:
-        f"{BENCHMARKS}/train_ivon/{{dataset}}/{{arch}}/seed{{seed}}.tsv"
-    params:
-        method="ivon",
-        experiment=lambda wc: EXPERIMENTS[wc.dataset],
-        data=config["data"],
-        data_settings=get_data_settings("ivon"),
-        run=get_run_config("ivon"),
-        identity=get_identity("ivon"),
-        state=f"{RESULTS}/{{dataset}}/{{arch}}/ivon/seed{{seed}}/state",
+        data_settings=lambda wc: get_data_settings(wc.method)(wc),
+        run=lambda wc: get_run_config(wc.method)(wc),
+        identity=lambda wc: get_identity(wc.method)(wc),
+        state=f"{RUN}/state",
     threads: THREADS
     conda:
         CONDA_ENV

@@ -19,16 +19,13 @@ result = run_baseline(
     checkpoint=checkpoint,
     metadata={"seed": int(sm.wildcards.seed), "data": sm.params.data_settings},
 )
-outputs = (
-    {"adamw": sm.output.predictions}
-    if sm.params.method == "adamw"
-    else {
-        "ivon": sm.output.predictions,
-        "ivon_mean": sm.output.predictions_mean,
-    }
-)
+# The prediction at the mean weights goes beside the predictions (for AdamW they are one).
 artifacts = result if isinstance(result, dict) else {"adamw": result}
+outputs = {sm.params.method: [sm.output.predictions], "ivon_mean": [sm.output.predictions_mean]}
+if sm.params.method == "adamw":
+    outputs["adamw"].append(sm.output.predictions_mean)
 for name, predictions in artifacts.items():
-    predictions.save(outputs[name])
+    for path in outputs[name]:
+        predictions.save(path)
     log.info("%s: %s", name, predictions.metrics())
 finish_state(checkpoint, sm.output.model)
