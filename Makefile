@@ -76,7 +76,7 @@ bench-quick: $(STAMP) ## the same on a quarter of the examples, once (minutes; w
 
 gpu-check: $(STAMP) ## on a CUDA machine: the GPU tests, then the benchmark (reports/bench_cuda.md)
 	$(BIN)/pytest -q -m gpu 2>&1 | tee reports/gpu_tests.log
-	$(BIN)/python -m harness.bench --device cuda --threads 8 --out reports 2>&1 | tee reports/bench_cuda.log
+	$(BIN)/python -m harness.bench --quick --device cuda --threads 8 --out reports 2>&1 | tee reports/bench_cuda.log
 
 lint: $(STAMP) ## ruff (lint and format check) and snakemake --lint
 	$(BIN)/ruff check .
