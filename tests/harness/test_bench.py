@@ -16,7 +16,7 @@ from harness.data import DatasetNotFoundError, load_dataset
 def test_tiny_benchmark_writes_its_table(tmp_path):
     assert bench.main(["--tiny", "--archs", "mlp", "--threads", "1", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "bench_cpu.md").read_text()
-    assert "| mlp | mp | float32 |" in table
+    assert "| mlp | real:fashion_mnist | mp | float32 | on | 1 |" in table
     with open(tmp_path / "bench_cpu.csv") as handle:
         rows = list(csv.DictReader(handle))
     methods = {row["method"] for row in rows}
