@@ -21,7 +21,7 @@ SNAKEMAKE := $(BIN)/python -m snakemake
 HAVE_FASHION := $(BIN)/python -c "from harness.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1)"
 GET_FASHION := $(BIN)/python -c "from harness.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1, download=True)"
 
-.PHONY: help venv data test test-slow all ci ci-pipeline uci gpu-check bench lint format dryrun report clean
+.PHONY: help venv data test test-slow all ci ci-pipeline uci gpu-check bench bench-quick lint format dryrun report clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CORES=$(CORES)] [CONFIG=$(CONFIG)]"
@@ -71,12 +71,15 @@ ci: $(STAMP) data ## what CI runs after set-up: tests, slow tests, CI pipeline a
 uci: $(STAMP) ## the UCI regression benchmark, nine sets (reports/uci/; see README for the time)
 	$(SNAKEMAKE) all --cores $(CORES) --configfile configs/uci.yaml
 
-bench: $(STAMP) ## speed and memory of MP, AdamW and IVON on this CPU (reports/bench_cpu.md)
+bench: $(STAMP) ## speed and memory of MP, AdamW and IVON on this CPU, real and random inputs (reports/bench_cpu.md)
 	$(BIN)/python -m harness.bench --device cpu --threads $(CORES) --out reports
+
+bench-quick: $(STAMP) ## the same on a quarter of the examples, once (minutes; written to results/bench/)
+	$(BIN)/python -m harness.bench --quick --device cpu --threads $(CORES) --out results/bench
 
 gpu-check: $(STAMP) ## on a CUDA machine: the GPU tests, then the benchmark (reports/bench_cuda.md)
 	$(BIN)/pytest -q -m gpu 2>&1 | tee reports/gpu_tests.log
-	$(BIN)/python -m harness.bench --device cuda --threads 8 --out reports 2>&1 | tee reports/bench_cuda.log
+	$(BIN)/python -m harness.bench --quick --device cuda --threads 8 --out reports 2>&1 | tee reports/bench_cuda.log
 
 lint: $(STAMP) ## ruff (lint and format check) and snakemake --lint
 	$(BIN)/ruff check .

@@ -20,6 +20,7 @@ from torch import Tensor
 from amp import layers as L  # noqa: N812
 from amp import priors, specs
 from amp.gaussian import NatGaussian
+from amp.runtime import flush_denormal as _flush_denormal
 
 __all__ = ["Network"]
 
@@ -163,7 +164,7 @@ class Network:
 
     @torch.no_grad()
     def predict(
-        self, x: Tensor, *, chunk_size: int = PREDICT_CHUNK
+        self, x: Tensor, *, chunk_size: int = PREDICT_CHUNK, flush_denormal: bool = True
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Predictive distribution (spec E.1).
 
@@ -171,6 +172,8 @@ class Network:
             x: Inputs ``(N, *input_shape)``, or ``(R, N, *input_shape)`` with one set of inputs
                 per network when the network has replicas.
             chunk_size: Examples per forward pass.
+            flush_denormal: Flush subnormal numbers to zero on the CPU during the forward
+                passes, restoring the previous mode after (:func:`amp.runtime.flush_denormal`).
 
         Returns:
             Classification: probabilities ``(*lead, N, K)``. Regression: ``(mean, var)``, each
@@ -188,7 +191,8 @@ class Network:
             )
         axis = x.dim() - n_dims - 1
         chunks = x.split(chunk_size, dim=axis)
-        outputs = [self.layers[-1].predict(self.predict_messages(c)) for c in chunks]
+        with _flush_denormal(flush_denormal, self.device):
+            outputs = [self.layers[-1].predict(self.predict_messages(c)) for c in chunks]
         axis = len(self.lead)  # outputs always carry the networks' axis first
         if self.task == "regression":
             return torch.cat([o[0] for o in outputs], axis), torch.cat(

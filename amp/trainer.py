@@ -40,7 +40,7 @@ from amp import io, specs
 from amp.gaussian import NatGaussian, ema
 from amp.layers import Group
 from amp.network import Network
-from amp.runtime import DTYPES, Stopwatch, resolve_dtype
+from amp.runtime import DTYPES, Stopwatch, flush_denormal, resolve_dtype
 from amp.schedules import DEFAULT_GROUP_SIZE, Schedule
 from amp.store import MessageStore
 
@@ -101,6 +101,9 @@ class Trainer:
         final_marginal: After :meth:`fit`, predict with the marginals of the last batch visit
             (``"last_batch"``, what the reference does) or with the trainer's ``Q``
             (``"store"``); they differ by (1 − β) of the last batch's message.
+        flush_denormal: Flush subnormal numbers to zero on the CPU while training
+            (:func:`amp.runtime.flush_denormal`: much faster in float32; the previous mode is
+            restored after every :meth:`fit`, so other code in the process is unaffected).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Trainer:
         generator: torch.Generator | None = None,
         progress: bool = False,
         final_marginal: str = "last_batch",
+        flush_denormal: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"invalid batch_size: {batch_size!r} (must be >= 1)")
@@ -138,6 +142,7 @@ class Trainer:
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         self.progress = progress
         self.final_marginal = final_marginal
+        self.flush_denormal = flush_denormal
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self.num_examples: int | None = None
@@ -226,6 +231,21 @@ class Trainer:
         """
         x, y = self._check_data(x, y)
         self._bind(x.shape[self._example_axis])
+        with flush_denormal(self.flush_denormal, self.net.device):
+            self._fit_epochs(x, y, epochs, iterations, callback, checkpoint)
+        if self.final_marginal == "store":
+            self.use_store_marginals()
+        return self
+
+    def _fit_epochs(
+        self,
+        x: Tensor,
+        y: Tensor,
+        epochs: int,
+        iterations: int | Callable[[int], int] | None,
+        callback: Callable[[Trainer], None] | None,
+        checkpoint: str | Path | None,
+    ) -> None:
         for _ in range(epochs):
             epoch = self.epoch + 1
             its = self._iterations(epoch, iterations)
@@ -254,9 +274,6 @@ class Trainer:
                 callback(self)
             if checkpoint is not None:
                 self.save(checkpoint)
-        if self.final_marginal == "store":
-            self.use_store_marginals()
-        return self
 
     def _visit(self, batch: int, x: Tensor, y: Tensor, its: int, beta: float, epoch: int) -> None:
         lo = batch * self.batch_size
@@ -423,6 +440,7 @@ class Trainer:
         device: torch.device | str = "cpu",
         store_dir: str | Path | None = None,
         progress: bool = False,
+        flush_denormal: bool = True,
     ) -> Trainer:
         """Restore a trainer (and its network) saved by :meth:`save`.
 
@@ -431,6 +449,7 @@ class Trainer:
             device: Device to restore onto.
             store_dir: Directory for a disk-backed store (required if it was saved with one).
             progress: Show progress bars.
+            flush_denormal: See :class:`Trainer` (a setting of the process, not saved).
 
         Raises:
             amp.io.UnsafeCheckpointError: If the file needs code to load (an earlier version's
@@ -460,6 +479,7 @@ class Trainer:
             iterations=state["iterations"],
             store_dir=store_dir,
             progress=progress,
+            flush_denormal=flush_denormal,
             **config,
         )
         trainer.generator.set_state(state["generator"])

@@ -1,15 +1,20 @@
 """Speed and memory of message passing against AdamW and IVON on the same networks.
 
-``python -m harness.bench`` times one pass over the same random data (batch 128) for every method
-on the named architectures, in one run on one device: MP with the default schedule in float32
-and float64, MP with the sequential reference schedule (on a smaller subset; its per-example
-rate is what matters), AdamW and IVON (float32). Every measurement runs in its own process
-(so that its peak resident memory is its own), after a warm-up pass, as the median of several
-repeats. The table reports seconds per 1,000 examples, the ratios MP/AdamW and MP/IVON from the
-same run, peak memory, and the estimated time of the paper's full schedule (25 epochs; MP sweeps
-each batch ``ceil(e/2)`` times in epoch ``e``: 169 sweeps, of which 167 keep per-site messages).
+``python -m harness.bench`` times one pass (batch 128) for every method on the named
+architectures, in one run on one device, on real inputs (Fashion-MNIST; for ``conv890k``
+CIFAR-10 where installed, else Fashion-MNIST padded to 32×32 and replicated to 3 channels) and
+on random ones: MP with the default schedule in float32 (subnormals flushed, and on real inputs
+also kept) and float64, MP with the sequential reference schedule (on a smaller subset; its
+per-example rate is what matters), AdamW and IVON (float32). Every measurement runs in its own
+process (so that its peak resident memory is its own), after a warm-up pass, as the median of
+several repeats, and records its floating-point mode (dtype, subnormals flushed or not) and
+thread count. The table reports seconds per 1,000 examples, the ratios MP/AdamW and MP/IVON
+from the same run and inputs, peak memory, and the estimated time of the paper's full schedule
+on real data (25 epochs; MP sweeps each batch ``ceil(e/2)`` times in epoch ``e``: 169 sweeps,
+of which 167 keep per-site messages). A second table gives the share of MP's time per layer
+kind and direction (:mod:`harness.bench_profile`).
 
-``--tiny`` runs a few examples of the small architectures (used by the tests).
+``--quick`` runs a quarter of the examples once; ``--tiny`` a few examples (used by the tests).
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ import torch
 
 from amp import io, specs
 from amp.network import Network
-from amp.runtime import resolve_device, synchronize
+from amp.runtime import denormals_flushed, resolve_device, synchronize
 from amp.trainer import Trainer, default_iterations
+from harness.bench_profile import profile_pass
 
 __all__ = ["Measurement", "main", "measure", "paper_seconds", "render"]
 
@@ -45,6 +51,11 @@ SEQUENTIAL_EXAMPLES = {"mlp": 256, "lenet5": 64, "conv890k": 8, "mlp5m": 32}
 """Examples per timed pass of the (slow) sequential reference schedule."""
 
 TINY_EXAMPLES = 32
+
+QUICK_FRACTION = 0.25
+"""``--quick``: this fraction of the examples (at least one batch's worth of groups), once."""
+
+INPUTS = ("real", "random")
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,10 @@ class Measurement:
             is swept twice per visit (epochs ≥ 3 keep per-site messages); NaN otherwise.
         peak_rss_mb: Peak resident memory of the measuring process.
         peak_gpu_mb: Peak allocated GPU memory (CUDA only), else NaN.
+        inputs: ``real:<data set>`` or ``random``.
+        flush_denormal: Whether subnormals were flushed to zero while it was timed.
+        threads: PyTorch's intra-op threads of the measuring process.
+        profile: MP (default schedule) only: share of time per ``"<layer kind> <direction>"``.
     """
 
     arch: str
@@ -71,6 +86,10 @@ class Measurement:
     sweep_seconds_per_1000: float
     peak_rss_mb: float
     peak_gpu_mb: float
+    inputs: str = "random"
+    flush_denormal: bool = False
+    threads: int = 1
+    profile: dict[str, float] | None = None
 
 
 def _random_data(arch: str, n: int, dtype: torch.dtype, device: torch.device) -> tuple:
@@ -81,11 +100,50 @@ def _random_data(arch: str, n: int, dtype: torch.dtype, device: torch.device) ->
     return x, y
 
 
-def _time_mp(arch, n, dtype, schedule, device, repeats) -> tuple[float, float]:
-    x, y = _random_data(arch, n, dtype, device)
+def real_data(arch: str, n: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    """``n`` real training examples shaped for ``arch``, and the data set's name.
+
+    Fashion-MNIST (globally normalised) for the 28×28 architectures; for 3×32×32 ones CIFAR-10
+    where installed, else Fashion-MNIST padded to 32×32 (edge pixels replicated) and its one
+    channel replicated to three.
+
+    Raises:
+        harness.data.DatasetNotFoundError: If Fashion-MNIST is not installed (``make data``).
+    """
+    from harness.data import DatasetNotFoundError, load_dataset
+
+    shape = specs.default_input_shape(arch)
+    data = None
+    if shape == (3, 32, 32):
+        try:
+            data = load_dataset("cifar10", subset=n, normalization="global", dtype=dtype)
+        except DatasetNotFoundError:
+            data = None
+    if data is None:
+        data = load_dataset("fashion_mnist", subset=n, normalization="global", dtype=dtype)
+    x, name = data.x_train, data.name
+    if tuple(x.shape[1:]) != shape:
+        if shape != (3, 32, 32):
+            raise ValueError(f"no real inputs of shape {shape} for {arch!r}")
+        pad = (32 - x.shape[-1]) // 2
+        x = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+        x = x.expand(-1, 3, -1, -1).contiguous()
+        name += "(3x32x32)"
+    return x.to(device), data.y_train.to(device), f"real:{name}"
+
+
+def _data(task: dict, dtype: torch.dtype, device: torch.device) -> tuple:
+    if task["inputs"] == "real":
+        return real_data(task["arch"], task["examples"], dtype, device)
+    return (*_random_data(task["arch"], task["examples"], dtype, device), "random")
+
+
+def _time_mp(x, y, arch, dtype, schedule, device, repeats, flush, profile) -> tuple:
+    n = x.shape[0]
     net = Network(specs.arch(arch), specs.default_input_shape(arch), dtype=dtype, device=device)
-    trainer = Trainer(net, BATCH_SIZE, schedule=schedule)
-    trainer.fit(x, y, epochs=1, iterations=1)  # warm-up, allocates the store
+    trainer = Trainer(net, BATCH_SIZE, schedule=schedule, flush_denormal=flush)
+    modes = []
+    trainer.fit(x, y, epochs=1, iterations=1, callback=lambda t: modes.append(denormals_flushed()))
 
     def passes(iterations: int) -> float:
         times = []
@@ -97,13 +155,14 @@ def _time_mp(arch, n, dtype, schedule, device, repeats) -> tuple[float, float]:
             times.append(time.perf_counter() - start)
         return statistics.median(times) / iterations * 1000 / n
 
-    return passes(1), passes(2)
+    shares = profile_pass(trainer, x, y) if profile else None
+    return passes(1), passes(2), modes[0], shares
 
 
-def _time_baseline(arch, method, n, device, repeats) -> float:
+def _time_baseline(x, y, arch, method, device, repeats) -> float:
     from baselines.train import TrainConfig, train
 
-    x, y = _random_data(arch, n, torch.float32, device)
+    n = x.shape[0]
     config = TrainConfig(
         method=method, epochs=repeats + 1, batch_size=BATCH_SIZE, device=str(device), progress=False
     )
@@ -117,26 +176,28 @@ def _worker(task: dict, queue) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     dtype = {"float32": torch.float32, "float64": torch.float64}[task["dtype"]]
-    sweep = math.nan
+    x, y, inputs = _data(task, dtype, device)
+    sweep, shares = math.nan, None
     if task["method"] in ("mp", "mp_sequential"):
         schedule = "sequential" if task["method"] == "mp_sequential" else "scaled"
-        per_1000, sweep = _time_mp(
-            task["arch"], task["examples"], dtype, schedule, device, task["repeats"]
-        )
+        per_1000, sweep, flushed, shares = _time_mp(
+            x, y, task["arch"], dtype, schedule, device, task["repeats"],
+            task["flush_denormal"], task["method"] == "mp",
+        )  # fmt: skip
     else:
-        per_1000 = _time_baseline(
-            task["arch"], task["method"], task["examples"], device, task["repeats"]
-        )
+        flushed = denormals_flushed()
+        per_1000 = _time_baseline(x, y, task["arch"], task["method"], device, task["repeats"])
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
-    queue.put((per_1000, sweep, rss, gpu))
+    queue.put((per_1000, sweep, rss, gpu, inputs, flushed, torch.get_num_threads(), shares))
 
 
 def measure(task: dict) -> Measurement:
     """Run one measurement in a fresh process (its peak memory is its own).
 
     Args:
-        task: ``arch``, ``method``, ``dtype``, ``examples``, ``repeats``, ``device``, ``threads``.
+        task: ``arch``, ``method``, ``dtype``, ``examples``, ``repeats``, ``device``,
+            ``threads``, ``inputs`` (``"real"`` or ``"random"``), ``flush_denormal`` (MP).
     """
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
@@ -145,10 +206,11 @@ def measure(task: dict) -> Measurement:
     process.join()
     if process.exitcode != 0:
         raise RuntimeError(f"measurement {task} failed (exit code {process.exitcode})")
-    per_1000, sweep, rss, gpu = queue.get()
+    per_1000, sweep, rss, gpu, inputs, flushed, threads, shares = queue.get()
     return Measurement(
-        task["arch"], task["method"], task["dtype"], task["examples"], per_1000, sweep, rss, gpu
-    )
+        task["arch"], task["method"], task["dtype"], task["examples"], per_1000, sweep, rss, gpu,
+        inputs, flushed, threads, shares,
+    )  # fmt: skip
 
 
 def paper_seconds(row: Measurement, train_size: int) -> float:
@@ -169,32 +231,43 @@ TRAIN_SIZE = {"mlp": 60_000, "lenet5": 60_000, "conv890k": 50_000, "mlp5m": 60_0
 """Training-set size of each architecture's data set (MNIST-like or CIFAR-10)."""
 
 
+def _kind(inputs: str) -> str:
+    return "random" if inputs == "random" else "real"
+
+
 def render(rows: list[Measurement], device: str) -> tuple[str, list[dict]]:
-    """The Markdown report and the CSV records."""
+    """The Markdown report (speed table, then the profile table) and the CSV records."""
     records = []
     for row in rows:
-        base = {r.method: r.seconds_per_1000 for r in rows if r.arch == row.arch}
-        record = asdict(row)
+        same = [r for r in rows if r.arch == row.arch and _kind(r.inputs) == _kind(row.inputs)]
+        base = {r.method: r.seconds_per_1000 for r in same}
+        record = {k: v for k, v in asdict(row).items() if k != "profile"}
         record["mp_over_adamw"] = row.seconds_per_1000 / base.get("adamw", math.nan)
         record["mp_over_ivon"] = row.seconds_per_1000 / base.get("ivon", math.nan)
-        record["paper_run_hours"] = paper_seconds(row, TRAIN_SIZE[row.arch]) / 3600
+        real = _kind(row.inputs) == "real"
+        hours = paper_seconds(row, TRAIN_SIZE[row.arch]) / 3600 if real else math.nan
+        record["paper_run_hours"] = hours
         records.append(record)
     lines = [
         f"# Training speed on `{device}`",
         "",
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, batch {BATCH_SIZE}. Seconds per 1,000 examples of one "
-        "pass over random inputs (median of repeats after a warm-up); ratios against AdamW and "
-        "IVON of the same run; peak resident memory of the measuring process; estimated hours "
-        f"of the paper's schedule ({PAPER_EPOCHS} epochs; MP sweeps each batch ceil(e/2) times).",
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, batch "
+        f"{BATCH_SIZE}. Seconds per 1,000 examples of one pass (median of repeats after a "
+        "warm-up); ratios against AdamW and IVON of the same run on the same inputs; "
+        "subnormals flushed to zero or kept, and PyTorch threads, as measured in each "
+        "process; peak resident memory of the measuring process; estimated hours of the "
+        f"paper's schedule on real data ({PAPER_EPOCHS} epochs; MP sweeps each batch ceil(e/2) "
+        "times).",
         "",
-        "| arch | method | dtype | examples | s / 1k | s / 1k per kept sweep | ×AdamW | ×IVON "
-        "| peak RSS (MB) | peak GPU (MB) | paper run (h) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arch | inputs | method | dtype | flush | threads | examples | s / 1k "
+        "| s / 1k per kept sweep | ×AdamW | ×IVON | peak RSS (MB) | peak GPU (MB) "
+        "| paper run (h) |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         lines.append(
-            f"| {r['arch']} | {r['method']} | {r['dtype']} | {r['examples']} "
+            f"| {r['arch']} | {r['inputs']} | {r['method']} | {r['dtype']} "
+            f"| {'on' if r['flush_denormal'] else 'off'} | {r['threads']} | {r['examples']} "
             f"| {r['seconds_per_1000']:.4g} | {r['sweep_seconds_per_1000']:.4g} "
             f"| {r['mp_over_adamw']:.3g} | {r['mp_over_ivon']:.3g} | {r['peak_rss_mb']:.0f} "
             f"| {r['peak_gpu_mb']:.0f} | {r['paper_run_hours']:.3g} |"
@@ -202,10 +275,35 @@ def render(rows: list[Measurement], device: str) -> tuple[str, list[dict]]:
     lines += [
         "",
         "`mp`: the default (scaled) schedule; `mp_sequential`: one example at a time (the "
-        "reference). s / 1k per kept sweep: MP's cost per sweep when a batch is swept twice per "
-        "visit (epochs ≥ 3). NaN: not applicable.",
+        "reference). flush: subnormal numbers flushed to zero while timed (MP's default on the "
+        "CPU; the baselines run in the IEEE default mode). s / 1k per kept sweep: MP's cost per "
+        "sweep when a batch is swept twice per visit (epochs ≥ 3). NaN: not applicable.",
+        *_profile_lines([r for r in rows if r.profile]),
     ]
     return "\n".join(lines) + "\n", records
+
+
+def _profile_lines(rows: list[Measurement]) -> list[str]:
+    """Share of each MP pass per layer kind and direction (% of wall-clock time)."""
+    if not rows:
+        return []
+    keys = sorted({k for r in rows for k in r.profile if k != "other"}) + ["other"]
+    lines = [
+        "",
+        "## Where MP's time goes",
+        "",
+        "Share (%) of one pass of the default schedule per layer kind and direction (each "
+        "layer call timed; other: the trainer's cavities, the message store and the marginal "
+        "updates).",
+        "",
+        "| arch | inputs | dtype | flush | " + " | ".join(keys) + " |",
+        "|---|---|---|---|" + "---:|" * len(keys),
+    ]
+    for r in rows:
+        shares = " | ".join(f"{100 * r.profile.get(k, 0.0):.1f}" for k in keys)
+        flush = "on" if r.flush_denormal else "off"
+        lines.append(f"| {r.arch} | {r.inputs} | {r.dtype} | {flush} | {shares} |")
+    return lines
 
 
 def epoch_of_mlp5m(store_dir: str, *, subset: int | None = None, threads: int = 2) -> dict:
@@ -250,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports", help="directory of bench_<device>.md/.csv")
     parser.add_argument("--tiny", action="store_true", help="a few examples (for tests)")
     parser.add_argument(
+        "--quick", action="store_true", help="a quarter of the examples, one repeat (minutes)"
+    )
+    parser.add_argument(
+        "--inputs", nargs="+", choices=INPUTS, default=list(INPUTS), help="which inputs to time"
+    )
+    parser.add_argument(
         "--mlp5m-epoch",
         metavar="STORE_DIR",
         help="instead: one MP epoch of mlp5m on Fashion-MNIST with its store in STORE_DIR",
@@ -274,27 +378,33 @@ def main(argv: list[str] | None = None) -> int:
     for arch in args.archs:
         specs.arch(arch)  # unknown names fail before any work
     rows = []
-    for arch in args.archs:
-        plan = [("mp", "float32"), ("mp", "float64"), ("mp_sequential", "float64")]
-        plan += [("adamw", "float32"), ("ivon", "float32")]
-        for method, dtype in plan:
-            if args.tiny:
-                examples = TINY_EXAMPLES
-            elif method == "mp_sequential":
-                examples = SEQUENTIAL_EXAMPLES[arch]
-            else:
-                examples = EXAMPLES[arch]
+    for arch, inputs in ((a, i) for a in args.archs for i in args.inputs):
+        plan = [("mp", "float32", True)]
+        plan += [("mp", "float32", False)] if inputs == "real" else []
+        plan += [("mp", "float64", True), ("mp_sequential", "float64", True)]
+        plan += [("adamw", "float32", False), ("ivon", "float32", False)]
+        for method, dtype, flush in plan:
+            table = SEQUENTIAL_EXAMPLES if method == "mp_sequential" else EXAMPLES
+            examples = table[arch]
+            if args.quick:
+                examples = max(TINY_EXAMPLES, int(examples * QUICK_FRACTION))
             task = {
                 "arch": arch,
                 "method": method,
                 "dtype": dtype,
-                "examples": examples,
-                "repeats": 1 if args.tiny else args.repeats,
+                "examples": TINY_EXAMPLES if args.tiny else examples,
+                "repeats": 1 if args.tiny or args.quick else args.repeats,
                 "device": args.device,
                 "threads": args.threads,
+                "inputs": inputs,
+                "flush_denormal": flush,
             }
             row = measure(task)
-            print(f"{arch} {method} {dtype}: {row.seconds_per_1000:.4g} s/1k", flush=True)
+            print(
+                f"{arch} {row.inputs} {method} {dtype} flush={row.flush_denormal}: "
+                f"{row.seconds_per_1000:.4g} s/1k",
+                flush=True,
+            )
             rows.append(row)
     device = resolve_device(args.device).type
     markdown, records = render(rows, device)

@@ -194,6 +194,9 @@ def _speed(summary: pd.DataFrame, test: Mapping[str, Any], _: Mapping[str, Any])
     low, high = test.get("ratio_range", [30, 300])
     ok = low <= ratio <= high
     ours = f"MP {mp:.3g} s/epoch vs IVON {ivon:.3g} s/epoch: {ratio:.0f}× slower"
+    adamw = _value(summary, *where, "adamw", "seconds_per_epoch")
+    if adamw > 0:  # the same run's AdamW, for scale (NaN when it did not run)
+        ours += f"; vs AdamW {adamw:.3g} s/epoch: {mp / adamw:.0f}× slower"
     criterion = f"ratio in [{low}, {high}] (about two orders of magnitude): {ok}"
     return _finish(ours, ok, criterion, where, exact or not test.get("arch"), test)
 

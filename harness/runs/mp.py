@@ -51,6 +51,8 @@ class MPConfig:
             checkpoint, or in a temporary directory) instead of memory: for networks whose
             store does not fit (``mlp5m``: 21 GB in float32 on 60,000 examples).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        flush_denormal: Flush subnormal numbers to zero on the CPU while MP trains and
+            predicts (:func:`amp.runtime.flush_denormal`; the baselines are never affected).
         seed: Seed of the prior means and of the shuffling.
         evaluate_every_epoch: Score the test set after every epoch (not counted as training time).
         progress: Show progress bars.
@@ -65,6 +67,7 @@ class MPConfig:
     store_dtype: str | None = None
     store_on_disk: bool = False
     device: str = "cpu"
+    flush_denormal: bool = True
     seed: int = 0
     evaluate_every_epoch: bool = True
     progress: bool = False
@@ -162,12 +165,12 @@ def _checkpoint_differences(
     return differ
 
 
-def _evaluate(net: Network, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def _evaluate(net: Network, x: torch.Tensor, y: torch.Tensor, flush: bool) -> dict[str, float]:
     """Test scores after an epoch: :func:`harness.metrics.summary_metrics`, or RMSE/NLL."""
     if net.task == "regression":
-        mean, var = net.predict(x)
+        mean, var = net.predict(x, flush_denormal=flush)
         return {"rmse": metrics.rmse(mean, y), "nll": metrics.gaussian_nll(mean, var, y)}
-    return metrics.summary_metrics(net.predict(x), y)
+    return metrics.summary_metrics(net.predict(x, flush_denormal=flush), y)
 
 
 def run_mp(
@@ -218,7 +221,11 @@ def run_mp(
         store_dir = Path(scratch.name)
     if checkpoint is not None and Path(checkpoint).exists():
         trainer = Trainer.load(
-            checkpoint, device=device, store_dir=store_dir, progress=config.progress
+            checkpoint,
+            device=device,
+            store_dir=store_dir,
+            progress=config.progress,
+            flush_denormal=config.flush_denormal,
         )
         differ = _checkpoint_differences(trainer, net, config, store_dtype, len(dataset.x_train))
         differ += ["epochs"] if trainer.epoch > config.epochs else []
@@ -239,12 +246,13 @@ def run_mp(
             store_dir=store_dir,
             seed=config.seed + 1,
             progress=config.progress,
+            flush_denormal=config.flush_denormal,
         )
     net = trainer.net
 
     def after_epoch(t: Trainer) -> None:
         if config.evaluate_every_epoch:
-            t.history[-1]["test"] = _evaluate(net, x_test, y_test)
+            t.history[-1]["test"] = _evaluate(net, x_test, y_test, config.flush_denormal)
 
     remaining = config.epochs - trainer.epoch
     if remaining > 0:
@@ -258,7 +266,7 @@ def run_mp(
 
     watch = Stopwatch(device)
     with watch:
-        out = net.predict(x_test)
+        out = net.predict(x_test, flush_denormal=config.flush_denormal)
     predict_seconds = watch.seconds
     fields: dict[str, Any] = {}
     if net.task == "regression":
@@ -266,7 +274,9 @@ def run_mp(
     else:
         fields.update(probs=out, labels=y_test)
         if ood_inputs is not None:
-            fields["probs_ood"] = net.predict(ood_inputs.to(dtype=dtype, device=device))
+            fields["probs_ood"] = net.predict(
+                ood_inputs.to(dtype=dtype, device=device), flush_denormal=config.flush_denormal
+            )
     info = {
         "method": "mp",
         "arch": arch,

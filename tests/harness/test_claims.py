@@ -61,6 +61,10 @@ def test_speed_claim_ratio():
     finding = claims.EVALUATORS["speed"](c1_summary(0.03), test, {})
     assert finding.verdict == claims.REPRODUCED
     assert "100× slower" in finding.ours
+    assert "vs AdamW 4 s/epoch: 125× slower" in finding.ours
+    no_adamw = c1_summary(0.03)
+    no_adamw = no_adamw[no_adamw["method"] != "adamw"]
+    assert "AdamW" not in claims.EVALUATORS["speed"](no_adamw, test, {}).ours
     fast = c1_summary(0.03)
     fast.loc[fast["method"] == "mp", "seconds_per_epoch_mean"] = 50.0
     assert claims.EVALUATORS["speed"](fast, test, {}).verdict == claims.NOT_REPRODUCED

@@ -33,3 +33,17 @@ def test_store_on_disk_gives_the_same_predictions_and_leaves_no_scratch(
     assert list((tmp_path / "scratch").iterdir()) == []
     if with_checkpoint:
         assert any((tmp_path / "run" / "message_store").iterdir())
+
+
+def test_flush_denormal_switch_keeps_predictions_and_restores_the_mode():
+    from amp.runtime import denormals_flushed
+
+    data = make_sine(seed=1, dtype=torch.float64)
+    before = denormals_flushed()
+    runs = [
+        run_mp(data, "toy_regression", MPConfig(epochs=2, batch_size=40, flush_denormal=switch))
+        for switch in (False, True)
+    ]
+    assert denormals_flushed() == before
+    np.testing.assert_allclose(runs[1].mean, runs[0].mean, rtol=1e-10)
+    np.testing.assert_allclose(runs[1].var, runs[0].var, rtol=1e-10)
