@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.models import SymmetricPad2d
+from baselines.padding import SymmetricPad2d
 
 __all__ = [
     "ReplicatedConv2d",
