@@ -22,9 +22,10 @@ Usage::
         --reference configs/ci_reference.yaml
     python -m harness.gate_mutations --only no_cavity   # one mutation (and no control)
 
-It prints, per mutation, the metric that caught it (the largest regression in units of its
-tolerance), its reference, value and tolerance, and exits 1 when a mutation passes the gate or
-the control fails it.
+A mutation with a ``known_miss`` (``ema_off``: the EMA barely acts in a short run) is trained
+and shown but may pass. It prints, per mutation, the metric that caught it (the largest
+regression in units of its tolerance), its reference, value and tolerance, and exits 1 when
+another mutation passes the gate or the control fails it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ PRIOR_VAR_FACTOR = 4.0
 """Factor on every weight prior variance in ``prior_var_x4``."""
 LR_FACTOR = 10.0
 """Factor on AdamW's default learning rate in ``adamw_lr_x10``."""
+EMA_KNOWN_MISS = "beta >= 0.94 in epochs 1-4: below every floor at 2 and at 4 epochs"
+"""Why ``ema_off`` passes the gate: the EMA weight of the new message (amp.trainer.ema_beta) is
+1 in epoch 1, 0.974 in epoch 2 and 0.94 in epoch 4; measured on the CI configuration, turning
+it off moves no metric beyond its floor (2 epochs: accuracy +0.002, NLL +0.002; 4 epochs:
+accuracy +0.003, NLL +0.003, FPR95 +0.007)."""
 
 
 Patch = Callable[[Any, str, Any], None]
@@ -115,12 +121,14 @@ class Mutation:
     description: str
     methods: tuple[str, ...]
     apply: Callable[[Patch], None]
+    known_miss: str = ""
+    """Why the CI configuration cannot catch this fault (measured); its miss is shown, tolerated."""
 
 
 MUTATIONS: dict[str, Mutation] = {
     "none": Mutation("control: nothing changed", ("mp", "adamw"), lambda patch: None),
     "no_cavity": Mutation("cavity = marginal (double counting)", ("mp",), _no_cavity),
-    "ema_off": Mutation("EMA off (beta = 1)", ("mp",), _ema_off),
+    "ema_off": Mutation("EMA off (beta = 1)", ("mp",), _ema_off, known_miss=EMA_KNOWN_MISS),
     "prior_var_x4": Mutation("prior variance x4", ("mp",), _prior_var_x4),
     "mp_leak_0.3": Mutation("LeakyReLU leak 0.3 in MP only", ("mp",), _mp_leak),
     "adamw_lr_x10": Mutation("AdamW learning rate x10", ("adamw",), _adamw_lr_x10),
@@ -218,21 +226,24 @@ def _run_child(name: str, configfiles: Sequence[str], workdir: Path) -> dict[str
     return json.loads(out.read_text())
 
 
-def _caught_by(checks: Sequence[gate.Check]) -> gate.Check | None:
-    """The failed check with the largest regression in units of its tolerance."""
-    failed = [c for c in checks if c.failed]
+def _worst(checks: Sequence[gate.Check]) -> gate.Check | None:
+    """The check with the largest regression in units of its tolerance (failed or not)."""
 
     def excess(c: gate.Check) -> float:
         worse = -c.delta if c.direction == "higher" else c.delta
         return worse / c.tolerance
 
-    return max(failed, key=excess, default=None)
+    return max(checks, key=excess, default=None)
 
 
 def evaluate(
     summaries: dict[str, dict[str, Any]], reference: dict[str, Any]
 ) -> tuple[list[tuple[str, ...]], bool]:
     """Per mutation the check that caught it; whether the gate behaved as it must.
+
+    Args:
+        summaries: Per mutation its metrics (:func:`train_runs`).
+        reference: The gate's reference.
 
     Returns:
         Table rows (mutation, run, metric, reference, value, tolerance, number of failed
@@ -242,20 +253,25 @@ def evaluate(
     for name, summary in summaries.items():
         runs = {run: e for run, e in reference["runs"].items() if run in summary}
         checks = gate.check(summary, {"runs": runs})
-        caught = _caught_by(checks)
+        worst = _worst(checks)
         n_failed = sum(c.failed for c in checks)
-        ok &= (caught is None) if name == "none" else (caught is not None)
-        if caught is None:
-            rows.append((name, ", ".join(runs), "none (passed)", "", "", "", "0"))
-            continue
+        if name == "none":
+            ok &= n_failed == 0
+            label = "none (passed)" if n_failed == 0 else f"CONTROL FAILED: {worst.metric}"
+        elif n_failed:
+            label = worst.metric
+        else:
+            known = MUTATIONS[name].known_miss if name in MUTATIONS else ""
+            ok &= bool(known)
+            label = f"MISSED{' (known)' if known else ''}: {worst.metric}"
         rows.append(
             (
                 name,
-                caught.run,
-                caught.metric,
-                f"{caught.value:.4f}",
-                f"{caught.actual:.4f}",
-                f"{caught.tolerance:.4f}",
+                worst.run,
+                label,
+                f"{worst.value:.4f}",
+                f"{worst.actual:.4f}",
+                f"{worst.tolerance:.4f}",
                 str(n_failed),
             )
         )

@@ -98,8 +98,15 @@ def test_evaluate_names_the_metric_with_the_largest_regression():
     assert rows[0][2] == "none (passed)"
     assert rows[1][:3] == ("no_cavity", "d/a/mp", "nll")
     assert rows[1][6] == "2"
-    _, missed = gm.evaluate({"ema_off": {"d/a/mp": {"accuracy": 0.75, "nll": 0.8}}}, reference)
+    unchanged = {"d/a/mp": {"accuracy": 0.75, "nll": 0.8}}
+    rows, missed = gm.evaluate({"no_cavity": unchanged}, reference)
     assert not missed
+    assert rows[0][2].startswith("MISSED: ")
+    rows, tolerated = gm.evaluate({"ema_off": unchanged}, reference)  # a known miss: shown
+    assert tolerated
+    assert rows[0][2].startswith("MISSED (known): ")
+    _, control = gm.evaluate({"none": {"d/a/mp": {"accuracy": 0.7, "nll": 0.8}}}, reference)
+    assert not control
 
 
 @pytest.mark.slow
