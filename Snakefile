@@ -41,7 +41,6 @@ localrules:
     plot_reliability,
     plot_training,
     render_claims,
-    summarize_uci,
 
 
 # ---- everything the configuration asks for (each rules file registers its section) ----

@@ -6,6 +6,9 @@
 if UCI:
     register_outputs("uci", get_uci_outputs)
 
+    localrules:
+        summarize_uci,
+
     wildcard_constraints:
         uci_set="|".join(UCI["sets"]),
         uci_method="|".join(UCI["methods"]),
