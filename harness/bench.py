@@ -15,6 +15,9 @@ of which 167 keep per-site messages). A second table gives the share of MP's tim
 kind and direction (:mod:`harness.bench_profile`).
 
 ``--quick`` runs a quarter of the examples once; ``--tiny`` a few examples (used by the tests).
+
+(Over 400 lines: the measurement, its subprocess per row and the table it prints belong to one
+command; the profile breakdown is apart in :mod:`harness.bench_profile`.)
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Three steps, one per pipeline rule:
 
 The standard error is the sample standard deviation over seeds (``ddof=1``) divided by the square
 root of the number of seeds; it is left empty for a single seed.
+
+(Over 400 lines: the three steps share the run record's fields and the metric definitions written
+under every table; split apart they would import each other.)
 """
 
 from __future__ import annotations
