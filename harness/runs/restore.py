@@ -25,7 +25,7 @@ from torch import nn
 from amp import specs
 from amp.io import CorruptFileError, load_checkpoint
 from amp.network import Network
-from amp.runtime import resolve_device
+from amp.runtime import resolve_device, resolve_dtype
 from baselines.models import build_model
 from baselines.predict import predict_probs, predict_probs_ivon_bma
 
@@ -112,10 +112,12 @@ def load_predictor(
     layers = specs.arch(arch)
     if artifact == "mp":
         state = load_checkpoint(model_path, required_keys=_MP_KEYS)
-        if tuple(state["specs"]) != tuple(layers):
+        saved_layers = tuple(specs.from_dict(entry) for entry in state["specs"])
+        if saved_layers != tuple(layers):
             raise ValueError(f"{model_path} holds another architecture than {arch!r}")
-        saved_dtype = getattr(torch, state["dtype"].removeprefix("torch."))
-        net = Network(state["specs"], state["input_shape"], dtype=saved_dtype, device=target)
+        saved_dtype = resolve_dtype(str(state["dtype"]).removeprefix("torch."))
+        shape = tuple(state["input_shape"])
+        net = Network(saved_layers, shape, dtype=saved_dtype, device=target)
         net.load_state_dict(state["network"])
         return lambda x: net.predict(x.to(dtype=saved_dtype, device=target)).cpu()
     state = load_checkpoint(model_path, required_keys=_BASELINE_KEYS)
