@@ -37,7 +37,7 @@ import torch
 
 from amp import io, specs
 from amp.network import Network
-from amp.runtime import denormals_flushed, resolve_device, synchronize
+from amp.runtime import denormals_flushed, resolve_device, resolve_dtype, synchronize
 from amp.trainer import Trainer, default_iterations
 from harness.bench_profile import profile_pass
 
@@ -178,7 +178,7 @@ def _worker(task: dict, queue) -> None:
     device = resolve_device(task["device"])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    dtype = {"float32": torch.float32, "float64": torch.float64}[task["dtype"]]
+    dtype = resolve_dtype(task["dtype"])
     x, y, inputs = _data(task, dtype, device)
     sweep, shares = math.nan, None
     if task["method"] in ("mp", "mp_sequential"):

@@ -27,6 +27,7 @@ from scipy import special
 
 from amp import specs
 from amp.network import Network
+from amp.runtime import resolve_dtype
 from amp.trainer import Trainer
 from harness.data import make_sine, sine_function
 
@@ -132,7 +133,7 @@ def train_mp(config: StudyConfig, *, progress: bool = False) -> dict[str, np.nda
         ``x_train``, ``y_train``, ``grid`` ``(M,)``, ``truth`` ``(M,)``, and the predictive
         ``mean`` and ``var`` (including the noise) ``(R, M)``.
     """
-    dtype = {"float64": torch.float64, "float32": torch.float32}[config.dtype]
+    dtype = resolve_dtype(config.dtype)
     x, y = study_data(config)
     net = Network(
         specs.arch("toy_regression"),

@@ -108,7 +108,7 @@ def load_predictor(
     if artifact not in ARTIFACTS:
         raise ValueError(f"invalid artifact: {artifact!r} (use one of {', '.join(ARTIFACTS)})")
     target = resolve_device(device)
-    torch_dtype = getattr(torch, dtype)
+    torch_dtype = resolve_dtype(dtype)
     layers = specs.arch(arch)
     if artifact == "mp":
         state = load_checkpoint(model_path, required_keys=_MP_KEYS)
