@@ -40,6 +40,7 @@ class PublishedSource:
         reference: Where the numbers are printed.
         protocol: How they were obtained, in a few words.
         printed: ``"nll"`` or ``"ll"``: the sign the source prints.
+        decimals: Decimals the source prints (``None``: not stated).
         results: ``{set: {"rmse": Value, "ll": Value}}``, the log-likelihood with our sign.
     """
 
@@ -48,6 +49,7 @@ class PublishedSource:
     reference: str
     protocol: str
     printed: str
+    decimals: int | None
     results: dict[str, dict[str, Value]]
 
 
@@ -84,6 +86,9 @@ def _source(path: Any, key: str, entry: Any) -> PublishedSource:
     printed = entry.get("printed")
     if printed not in ("ll", "nll"):
         raise ValueError(f"{where}.printed: {printed!r}; use 'll' or 'nll' (the sign printed)")
+    decimals = entry.get("decimals")
+    if decimals is not None and (isinstance(decimals, bool) or not isinstance(decimals, int)):
+        raise ValueError(f"{where}.decimals: {decimals!r}; write a whole number")
     results: dict[str, dict[str, Value]] = {}
     for name, values in (entry.get("results") or {}).items():
         if name not in UCI_SETS:
@@ -100,6 +105,7 @@ def _source(path: Any, key: str, entry: Any) -> PublishedSource:
         reference=" ".join(str(entry.get("reference", "")).split()),
         protocol=" ".join(str(entry.get("protocol", "")).split()),
         printed=printed,
+        decimals=decimals,
         results=results,
     )
 

@@ -77,13 +77,20 @@ def _decimals(metric: str, values: Sequence[float]) -> int:
     return min(4, max(2, 2 - math.floor(math.log10(min(finite)))))
 
 
-def _cell(mean: float | None, spread: float | None, decimals: int, latex: bool = False) -> str:
+def _cell(
+    mean: float | None, spread: float | None, decimals: int | None, latex: bool = False
+) -> str:
+    """``mean ± spread`` with ``decimals`` (``None``: at most 4 significant digits)."""
     if mean is None or not math.isfinite(mean):
         return "–"
-    text = f"{mean:.{decimals}f}"
+
+    def number(value: float) -> str:
+        return f"{value:.4g}" if decimals is None else f"{value:.{decimals}f}"
+
+    text = number(mean)
     if spread is None or not math.isfinite(spread):
         return f"${text}$" if latex else text
-    return f"${text} \\pm {spread:.{decimals}f}$" if latex else f"{text} ± {spread:.{decimals}f}"
+    return f"${text} \\pm {number(spread)}$" if latex else f"{text} ± {number(spread)}"
 
 
 def _methods(summary: Mapping[str, Any]) -> list[str]:
@@ -113,6 +120,7 @@ def _rows(
                         "spread": value.get("se"),
                         "spread_kind": "standard error",
                         "splits": n_splits,
+                        "decimals": None,
                     }
                 )
             for key in columns:
@@ -127,6 +135,7 @@ def _rows(
                         "spread": None if published is None else published.spread,
                         "spread_kind": "as printed",
                         "splits": UCI_SETS[name].splits,
+                        "decimals": sources[key].decimals,
                     }
                 )
     return rows
@@ -167,9 +176,14 @@ def render_tables(
         ]
         for name, entry in summary.items():
             cells = [r for r in rows if r["set"] == name and r["metric"] == metric]
-            decimals = _decimals(metric, [c["mean"] for c in cells])
-            values = [_cell(c["mean"], c["spread"], decimals) for c in cells]
-            latex = [_cell(c["mean"], c["spread"], decimals, latex=True) for c in cells]
+            ours = [c["mean"] for c in cells if c["source"] == "ours"]
+            decimals = _decimals(metric, ours)
+            places = [decimals if c["source"] == "ours" else c["decimals"] for c in cells]
+            values = [_cell(c["mean"], c["spread"], d) for c, d in zip(cells, places, strict=True)]
+            latex = [
+                _cell(c["mean"], c["spread"], d, latex=True)
+                for c, d in zip(cells, places, strict=True)
+            ]
             splits = f"{len(entry['splits'])}/{UCI_SETS[name].splits}"
             md.append(f"| {UCI_SETS[name].title} | {splits} | " + " | ".join(values) + " |")
             tex.append(f"{_latex(UCI_SETS[name].title)} & {splits} & " + " & ".join(latex) + r" \\")
@@ -208,8 +222,9 @@ def _definitions(sources: Mapping[str, PublishedSource], columns: Sequence[str])
         "higher is better; sources that print the negative log-likelihood (NLL) are shown as "
         "LL = −NLL.",
         "**Ours**: mean ± standard error (sample SD / √n) over the splits that ran (the Splits "
-        "column: ran / standard); published: ± as printed in the source (not all sources say "
-        "whether it is a standard error or a standard deviation; TAGI prints none).",
+        "column: ran / standard); published: mean ± spread as printed in the source (not all "
+        "sources say whether the spread is a standard error or a standard deviation; TAGI "
+        "prints none).",
         "**PICP kσ**: share of test targets within k predictive standard deviations (a "
         "calibrated Gaussian gives 0.68 / 0.95 / 0.997). **CRPS**: closed-form Gaussian CRPS "
         "(original units). **Train s / split**: wall-clock of the final training divided by the "

@@ -39,7 +39,7 @@ from baselines.train import DivergenceError as BaselineDivergenceError
 from harness.data import Dataset
 from harness.data.uci import load_uci, to_original_units, uci_set
 from harness.uci.fit import fit_predict
-from harness.uci.protocol import AdamWSettings, Protocol, Settings
+from harness.uci.protocol import AdamWSettings, MPSettings, Protocol, Settings, method_settings
 from harness.uci.scoring import split_metrics
 
 __all__ = ["UCIRun", "load_run", "run_uci", "save_run"]
@@ -100,11 +100,18 @@ def run_uci(
         The per-split records and test predictions.
 
     Raises:
-        ValueError: On an empty or invalid list of splits.
+        ValueError: On an empty or invalid list of splits, or settings of another method.
         amp.trainer.DivergenceError, baselines.train.DivergenceError: If a final training
-            diverges (the message names the split and the variance).
+            diverges (the message names the splits and the variance), or a split's validation
+            trainings diverge at every variance of the grid.
     """
     protocol = protocol or Protocol()
+    expected = type(method_settings(method))
+    if not isinstance(settings, expected):
+        raise ValueError(
+            f"settings {type(settings).__name__} do not belong to method {method!r}; use "
+            f"harness.uci.protocol.method_settings({method!r}, ...)"
+        )
     splits = [int(k) for k in splits]
     if not splits or len(set(splits)) != len(splits):
         raise ValueError(f"invalid splits {splits!r} (distinct split indices, at least one)")
@@ -202,7 +209,12 @@ def _select(
             np.round(scores.mean(0), 3),
         )
     if not np.isfinite(scores).any(axis=1).all():
-        raise MPDivergenceError(f"uci/{name}: every validation training diverged for some split")
+        failed = [k for k, row in zip(splits, scores, strict=True) if not np.isfinite(row).any()]
+        error = MPDivergenceError if isinstance(settings, MPSettings) else BaselineDivergenceError
+        raise error(
+            f"uci/{name}: the validation training diverged at every noise variance of the grid "
+            f"for splits {failed}; check the data, or try other settings"
+        )
     return scores, seconds
 
 

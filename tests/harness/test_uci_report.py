@@ -99,7 +99,9 @@ def test_tables_show_ours_with_standard_errors_and_published_as_printed():
     ll_table = md.split("### Test log-likelihood")[1].split("###")[0]
     boston_ll = next(line for line in ll_table.splitlines() if line.startswith("| Boston"))
     assert "| -2.57 ± 0.09 |" in boston_ll  # PBP prints NLL 2.57: shown as LL -2.57
-    assert boston_ll.endswith("| -2.58 |")  # TAGI prints LL -2.578 and no spread
+    assert boston_ll.endswith("| -2.578 |")  # TAGI prints LL -2.578 and no spread
+    rmse_table = md.split("### Test log-likelihood")[0]
+    assert "| 1.02 ± 0.05 |" in rmse_table  # published digits as printed (PBP, yacht)
     assert "LL = −NLL" in md
     assert "- a protocol note" in md
     rows = list(csv.DictReader(io.StringIO(tables["csv"])))

@@ -143,6 +143,11 @@ class _Fake:
         self.epochs = 1
 
 
+def test_settings_of_another_method_are_refused():
+    with pytest.raises(ValueError, match="do not belong to method 'ivon'"):
+        run_uci("yacht", "ivon", MPSettings(epochs=1), [0])
+
+
 def test_bad_splits_are_refused():
     with pytest.raises(ValueError, match="distinct split indices"):
         run_uci("yacht", "mp", MPSettings(epochs=1), [1, 1])
