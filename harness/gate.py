@@ -8,8 +8,16 @@ when it is worse than the reference by more than the tolerance:
 - ``higher``: ``actual < value - tolerance``;
 - ``lower``: ``actual > value + tolerance``.
 
-A metric that is missing or not finite also fails. Improvements never fail, but the table marks
-those beyond the tolerance so that the reference can be refreshed on purpose.
+A metric that is missing or not finite also fails. Improvements never fail the regression check,
+but the table marks those beyond the tolerance so that the reference can be refreshed on purpose.
+
+**Drift.** A run whose metrics do not move at all between the variant runs (largest spread at
+most :data:`REPRODUCIBLE_SPREAD`: MP, which gives the same numbers for a seed on 1 or 2 threads
+and in float32 or float64) is reproducible, and its metrics also carry a two-sided ``drift``
+tolerance, :data:`DRIFT_TOLERANCE`: a change beyond it in either direction means the method's
+computation changed (``DRIFTED``, fails). It catches faults that change the method without a
+meaningful regression of any metric (the EMA damping turned off: below every floor in every
+configuration measured); after an intended change, refresh the reference.
 
 Tolerances are sized to what the gate compares: the same configuration, seeds and data, run
 again on another machine. For a fixed seed the only variation left is floating-point rounding
@@ -56,7 +64,9 @@ from amp.io import write_text
 
 __all__ = [
     "DIRECTIONS",
+    "DRIFT_TOLERANCE",
     "MIN_TOLERANCE",
+    "REPRODUCIBLE_SPREAD",
     "SPREAD_MULTIPLE",
     "Check",
     "calibrate",
@@ -97,11 +107,20 @@ SPREAD_MULTIPLE = 2.0
 """Tolerance in units of the measured rounding spread: headroom for machines and library versions
 beyond the variants measured."""
 
+REPRODUCIBLE_SPREAD = 1e-5
+"""Largest spread (any metric) of a run whose metrics get a drift check: rounding alone (MP's
+spread across thread counts and dtypes is at most 1e-6 in the CI configuration)."""
+
+DRIFT_TOLERANCE = 1e-3
+"""Two-sided tolerance of a reproducible run's metrics: one test example of accuracy in the CI
+configuration's 1,000, a hundred times its largest rounding spread."""
+
 HEADER = (
     "# Reference metrics of the CI metric gate (python -m harness.gate).\n"
     "# Per run <dataset>/<arch>/<method>: value, tolerance, direction (higher/lower is better).\n"
     "# tolerance = max(floor, k x spread); spread: largest deviation of the same runs with other\n"
-    "# thread counts / dtypes (python -m harness.gate --calibrate); see the README.\n"
+    "# thread counts / dtypes (python -m harness.gate --calibrate); drift: two-sided tolerance of\n"
+    "# a reproducible run (spread at most 1e-5); see the README.\n"
 )
 
 
@@ -115,6 +134,8 @@ class Check:
     value: float
     tolerance: float
     actual: float
+    drift: float | None = None
+    """Two-sided tolerance of a reproducible run (None: regression check only)."""
 
     @property
     def delta(self) -> float:
@@ -123,18 +144,37 @@ class Check:
 
     @property
     def status(self) -> str:
-        """``ok``, ``improved`` (better than value ± tolerance), ``REGRESSED`` or ``MISSING``."""
+        """``ok``, ``improved``, ``REGRESSED``, ``DRIFTED`` or ``MISSING``.
+
+        ``improved``: better than value ± tolerance; ``DRIFTED``: moved beyond the drift
+        tolerance, either way.
+        """
         if not math.isfinite(self.actual):
             return "MISSING"
         worse = -self.delta if self.direction == "higher" else self.delta
         if worse > self.tolerance:
             return "REGRESSED"
+        if self.drift is not None and abs(self.delta) > self.drift:
+            return "DRIFTED"
         return "improved" if -worse > self.tolerance else "ok"
 
     @property
     def failed(self) -> bool:
         """Whether this check fails the gate."""
-        return self.status in ("REGRESSED", "MISSING")
+        return self.status in ("REGRESSED", "DRIFTED", "MISSING")
+
+    @property
+    def excess(self) -> float:
+        """How close it is to failing (above 1: failed).
+
+        The worse change in units of the tolerance, or the change in units of the drift
+        tolerance where that is larger.
+        """
+        worse = -self.delta if self.direction == "higher" else self.delta
+        ratio = worse / self.tolerance
+        if self.drift:
+            ratio = max(ratio, abs(self.delta) / self.drift)
+        return ratio
 
 
 def load_summary(path: str | Path) -> dict[str, dict[str, float]]:
@@ -169,15 +209,26 @@ def check(summary: Mapping[str, Mapping[str, float]], reference: Mapping[str, An
             if direction not in ("higher", "lower"):
                 raise ValueError(f"{run}/{metric}: direction must be 'higher' or 'lower'")
             actual = summary.get(run, {}).get(metric, math.nan)
+            drift = ref.get("drift")
             checks.append(
-                Check(run, metric, direction, float(ref["value"]), float(ref["tolerance"]), actual)
+                Check(
+                    run,
+                    metric,
+                    direction,
+                    float(ref["value"]),
+                    float(ref["tolerance"]),
+                    actual,
+                    None if drift is None else float(drift),
+                )
             )
     return checks
 
 
 def format_checks(checks: Sequence[Check]) -> str:
     """Plain-text table of the checks, failures named at the end."""
-    head = ("run", "metric", "better", "reference", "tolerance", "actual", "delta", "status")
+    head = (
+        "run", "metric", "better", "reference", "tolerance", "drift", "actual", "delta", "status"
+    )  # fmt: skip
     rows = [
         (
             c.run,
@@ -185,6 +236,7 @@ def format_checks(checks: Sequence[Check]) -> str:
             c.direction,
             f"{c.value:.4f}",
             f"{c.tolerance:.4f}",
+            "–" if c.drift is None else f"{c.drift:.4f}",
             f"{c.actual:.4f}",
             f"{c.delta:+.4f}",
             c.status,
@@ -199,7 +251,8 @@ def format_checks(checks: Sequence[Check]) -> str:
     failed = [f"{c.run}/{c.metric}" for c in checks if c.failed]
     if failed:
         lines.append(
-            f"\nGATE FAILED: {len(failed)} metric(s) regressed or missing: {', '.join(failed)}"
+            f"\nGATE FAILED: {len(failed)} metric(s) regressed, drifted or missing: "
+            + ", ".join(failed)
         )
     else:
         lines.append(f"\nGATE PASSED: {len(checks)} metric(s) within tolerance")
@@ -243,7 +296,8 @@ def calibrate(
     Per run and metric of ``summary``: ``value`` is the summary's, ``spread`` the largest
     ``|variant - value|`` over the variant summaries that have that run (runs of the same
     configuration differing only in thread count or dtype), and ``tolerance``
-    ``max(MIN_TOLERANCE[metric], spread_multiple x spread)``.
+    ``max(MIN_TOLERANCE[metric], spread_multiple x spread)``. A run whose largest spread is at
+    most :data:`REPRODUCIBLE_SPREAD` also gets ``drift``: :data:`DRIFT_TOLERANCE`.
 
     Args:
         summary: The reference run (:func:`load_summary`), e.g. ``configs/ci.yaml`` as CI runs it.
@@ -276,6 +330,9 @@ def calibrate(
                 "spread": round(spread, 6),
                 "direction": direction,
             }
+        if others and max(e["spread"] for e in entries.values()) <= REPRODUCIBLE_SPREAD:
+            for entry in entries.values():
+                entry["drift"] = DRIFT_TOLERANCE
         runs[run] = entries
     if compared == 0:
         raise ValueError(

@@ -22,10 +22,11 @@ Usage::
         --reference configs/ci_reference.yaml
     python -m harness.gate_mutations --only no_cavity   # one mutation (and no control)
 
-A mutation with a ``known_miss`` (``ema_off``: the EMA barely acts in a short run) is trained
-and shown but may pass. It prints, per mutation, the metric that caught it (the largest
-regression in units of its tolerance), its reference, value and tolerance, and exits 1 when
-another mutation passes the gate or the control fails it.
+It prints, per mutation, the metric that caught it (the largest regression in units of its
+tolerance, or the largest drift of a reproducible run in units of its drift tolerance: see
+:mod:`harness.gate`), its reference, value and tolerance, and exits 1 when a mutation passes
+the gate or the control fails it. ``ema_off`` is caught by drift only: removing the damping
+barely moves the metrics (:data:`EMA_EFFECT`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import Any
 import yaml
 
 from harness import gate
+from harness.jobs import drop_null_ood
 
 __all__ = ["MUTATIONS", "Mutation", "apply_mutation", "load_config", "main", "train_runs"]
 
@@ -59,11 +61,15 @@ PRIOR_VAR_FACTOR = 4.0
 """Factor on every weight prior variance in ``prior_var_x4``."""
 LR_FACTOR = 10.0
 """Factor on AdamW's default learning rate in ``adamw_lr_x10``."""
-EMA_KNOWN_MISS = "beta >= 0.94 in epochs 1-4: below every floor at 2 and at 4 epochs"
-"""Why ``ema_off`` passes the gate: the EMA weight of the new message (amp.trainer.ema_beta) is
-1 in epoch 1, 0.974 in epoch 2 and 0.94 in epoch 4; measured on the CI configuration, turning
-it off moves no metric beyond its floor (2 epochs: accuracy +0.002, NLL +0.002; 4 epochs:
-accuracy +0.003, NLL +0.003, FPR95 +0.007)."""
+EMA_EFFECT = (
+    "Fashion-MNIST MLP, EMA off against on, seed 0 unless noted: 2,000 images, 2 / 4 epochs: "
+    "accuracy +0.002 / +0.003, NLL +0.002 / +0.003; 1,000 images, 6 / 12 epochs: accuracy "
+    "-0.003 / -0.005, NLL -0.005 / +0.000; 300 images, 20 epochs, seed 0 / 1: ECE-15 +0.016 / "
+    "+0.005, NLL +0.017 / -0.002; digits, 300 images, 20 epochs: accuracy -0.006, NLL +0.003. "
+    "One metric of one run in seven passes its floor, and not with another seed"
+)
+"""Why ``ema_off`` is caught by the drift check, not as a regression: what removing the damping
+does to the metrics (measured with ``--child`` runs of the configurations named)."""
 
 
 Patch = Callable[[Any, str, Any], None]
@@ -121,14 +127,14 @@ class Mutation:
     description: str
     methods: tuple[str, ...]
     apply: Callable[[Patch], None]
-    known_miss: str = ""
-    """Why the CI configuration cannot catch this fault (measured); its miss is shown, tolerated."""
+    experiments: tuple[str, ...] | None = None
+    """The experiments (data sets) of the configuration it trains; ``None`` for all."""
 
 
 MUTATIONS: dict[str, Mutation] = {
     "none": Mutation("control: nothing changed", ("mp", "adamw"), lambda patch: None),
     "no_cavity": Mutation("cavity = marginal (double counting)", ("mp",), _no_cavity),
-    "ema_off": Mutation("EMA off (beta = 1)", ("mp",), _ema_off, known_miss=EMA_KNOWN_MISS),
+    "ema_off": Mutation("EMA off (beta = 1)", ("mp",), _ema_off),
     "prior_var_x4": Mutation("prior variance x4", ("mp",), _prior_var_x4),
     "mp_leak_0.3": Mutation("LeakyReLU leak 0.3 in MP only", ("mp",), _mp_leak),
     "adamw_lr_x10": Mutation("AdamW learning rate x10", ("adamw",), _adamw_lr_x10),
@@ -163,12 +169,18 @@ def load_config(configfiles: Sequence[str | os.PathLike]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for path in configfiles:
         update_config(config, yaml.safe_load(Path(path).read_text()) or {})
-    validate(config, str(SCHEMA))
+    validate(drop_null_ood(config), str(SCHEMA))
     return config
 
 
-def train_runs(config: dict[str, Any], methods: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Train ``methods`` on every experiment of ``config``; metrics per run, mean over seeds.
+def train_runs(
+    config: dict[str, Any],
+    methods: Sequence[str],
+    experiments: Sequence[str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Train ``methods`` on ``experiments`` of ``config`` (all if None); metrics per run.
+
+    Each run's metrics are the mean over the experiment's seeds.
 
     Returns:
         ``{"<dataset>/<arch>/<method>": {metric: value}}`` as :func:`harness.gate.load_summary`.
@@ -184,12 +196,14 @@ def train_runs(config: dict[str, Any], methods: Sequence[str]) -> dict[str, dict
     torch.set_num_threads(config["threads"])
     scores: dict[str, list[dict[str, float]]] = {}
     for dataset, experiment in config["experiments"].items():
+        if experiments is not None and dataset not in experiments:
+            continue
         for method in (m for m in experiment["methods"] if m in methods):
             settings = data_settings(config, method, dataset)
             data, x_ood = load_inputs(dataset, experiment, config["data"], **settings)
             for arch in experiment["archs"]:
                 for seed in experiment["seeds"]:
-                    run = run_settings(config, method, seed)
+                    run = run_settings(config, method, seed, dataset)
                     if method == "mp":
                         pred = run_mp(data, arch, MPConfig(**run), ood_inputs=x_ood)
                     else:
@@ -208,7 +222,7 @@ def train_runs(config: dict[str, Any], methods: Sequence[str]) -> dict[str, dict
 
 def _child(name: str, configfiles: Sequence[str], out: Path) -> None:
     mutation = apply_mutation(name)
-    summary = train_runs(load_config(configfiles), mutation.methods)
+    summary = train_runs(load_config(configfiles), mutation.methods, mutation.experiments)
     out.write_text(json.dumps(summary))
 
 
@@ -227,13 +241,15 @@ def _run_child(name: str, configfiles: Sequence[str], workdir: Path) -> dict[str
 
 
 def _worst(checks: Sequence[gate.Check]) -> gate.Check | None:
-    """The check with the largest regression in units of its tolerance (failed or not)."""
+    """The check that fails most (failed or not): a regression before a drift, then by excess.
 
-    def excess(c: gate.Check) -> float:
-        worse = -c.delta if c.direction == "higher" else c.delta
-        return worse / c.tolerance
+    See :attr:`harness.gate.Check.excess`.
+    """
 
-    return max(checks, key=excess, default=None)
+    def key(c: gate.Check) -> tuple[bool, float]:
+        return c.status in ("REGRESSED", "MISSING"), c.excess
+
+    return max(checks, key=key, default=None)
 
 
 def evaluate(
@@ -246,8 +262,9 @@ def evaluate(
         reference: The gate's reference.
 
     Returns:
-        Table rows (mutation, run, metric, reference, value, tolerance, number of failed
-        metrics) and whether every mutation failed the gate and the control passed it.
+        Table rows (mutation, run, metric, reference, value, tolerance, numbers of regressed
+        and of drifted metrics) and whether every mutation failed the gate and the control
+        passed it.
     """
     rows, ok = [], True
     for name, summary in summaries.items():
@@ -255,15 +272,16 @@ def evaluate(
         checks = gate.check(summary, {"runs": runs})
         worst = _worst(checks)
         n_failed = sum(c.failed for c in checks)
+        n_drifted = sum(c.status == "DRIFTED" for c in checks)
         if name == "none":
             ok &= n_failed == 0
             label = "none (passed)" if n_failed == 0 else f"CONTROL FAILED: {worst.metric}"
         elif n_failed:
             label = worst.metric
         else:
-            known = MUTATIONS[name].known_miss if name in MUTATIONS else ""
-            ok &= bool(known)
-            label = f"MISSED{' (known)' if known else ''}: {worst.metric}"
+            ok = False
+            label = f"MISSED: {worst.metric}"
+        drifted = worst.status == "DRIFTED"
         rows.append(
             (
                 name,
@@ -271,15 +289,23 @@ def evaluate(
                 label,
                 f"{worst.value:.4f}",
                 f"{worst.actual:.4f}",
-                f"{worst.tolerance:.4f}",
-                str(n_failed),
+                f"{worst.drift:.4f} (drift)" if drifted else f"{worst.tolerance:.4f}",
+                f"{n_failed - n_drifted} + {n_drifted}",
             )
         )
     return rows, ok
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    head = ("mutation", "run", "caught by", "reference", "value", "tolerance", "failed metrics")
+    head = (
+        "mutation",
+        "run",
+        "caught by",
+        "reference",
+        "value",
+        "tolerance",
+        "regressed + drifted",
+    )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -47,6 +47,23 @@ def test_check_status_depends_on_direction(direction, actual, status):
     assert result.failed == (status in ("REGRESSED", "MISSING"))
 
 
+@pytest.mark.parametrize(
+    ("actual", "status"),
+    [
+        (0.8005, "ok"),
+        (0.7995, "ok"),
+        (0.8020, "DRIFTED"),  # better beyond the drift tolerance: the computation changed
+        (0.7980, "DRIFTED"),  # worse, but within the regression tolerance
+        (0.7700, "REGRESSED"),
+    ],
+)
+def test_drift_check_of_a_reproducible_run_is_two_sided(actual, status):
+    result = gate.Check("r", "accuracy", "higher", 0.80, 0.02, actual, drift=0.001)
+    assert result.status == status
+    assert result.failed == (status != "ok")
+    assert (result.excess > 1) == result.failed
+
+
 def write_mp_reference(path):
     """Reference: MP accuracy 0.80 ± 0.02 (higher is better), NLL 0.69 ± 0.05 (lower)."""
     runs = {
@@ -123,6 +140,28 @@ def test_calibrate_sizes_tolerances_from_the_spread_of_variant_runs(tmp_path):
     assert entries["nll"]["spread"] == pytest.approx(1e-4)
     assert entries["nll"]["tolerance"] == gate.MIN_TOLERANCE["nll"]
     assert entries["nll"]["direction"] == "lower"
+
+
+def test_calibrate_gives_only_reproducible_runs_a_drift_tolerance(tmp_path):
+    def summary(name, mp_accuracy, adamw_accuracy):
+        rows = [row(accuracy=(mp_accuracy, None)), row("adamw", accuracy=(adamw_accuracy, None))]
+        return gate.load_summary(write_fake_summary(tmp_path / name, rows, tmp_path))
+
+    base = summary("s.json", 0.7, 0.7)
+    variants = [summary("t.json", 0.7 + 1e-7, 0.703), summary("f.json", 0.7, 0.699)]
+    runs = gate.calibrate(base, variants)["runs"]
+    assert runs["fashion_mnist/mlp/mp"]["accuracy"]["drift"] == gate.DRIFT_TOLERANCE
+    assert "drift" not in runs["fashion_mnist/mlp/adamw"]["accuracy"]
+    moved = gate.load_summary(
+        write_fake_summary(
+            tmp_path / "m.json",
+            [row(accuracy=(0.7 + 2e-3, None)), row("adamw", accuracy=(0.7 + 2e-3, None))],
+            tmp_path,
+        )
+    )
+    failed = [(c.run, c.status) for c in gate.check(moved, {"runs": runs}) if c.failed]
+    assert failed == [("fashion_mnist/mlp/mp", "DRIFTED")]
+    assert "DRIFTED" in gate.format_checks(gate.check(moved, {"runs": runs}))
 
 
 def test_calibrate_needs_a_variant_of_the_same_run(tmp_path):

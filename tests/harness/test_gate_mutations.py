@@ -97,14 +97,15 @@ def test_evaluate_names_the_metric_with_the_largest_regression():
     assert ok
     assert rows[0][2] == "none (passed)"
     assert rows[1][:3] == ("no_cavity", "d/a/mp", "nll")
-    assert rows[1][6] == "2"
+    assert rows[1][6] == "2 + 0"
     unchanged = {"d/a/mp": {"accuracy": 0.75, "nll": 0.8}}
     rows, missed = gm.evaluate({"no_cavity": unchanged}, reference)
     assert not missed
     assert rows[0][2].startswith("MISSED: ")
-    rows, tolerated = gm.evaluate({"ema_off": unchanged}, reference)  # a known miss: shown
-    assert tolerated
-    assert rows[0][2].startswith("MISSED (known): ")
+    drifting = {"runs": {"d/a/mp": {"nll": {**reference["runs"]["d/a/mp"]["nll"], "drift": 1e-3}}}}
+    rows, caught = gm.evaluate({"ema_off": {"d/a/mp": {"nll": 0.798}}}, drifting)
+    assert caught
+    assert rows[0][2:] == ("nll", "0.8000", "0.7980", "0.0010 (drift)", "0 + 1")
     _, control = gm.evaluate({"none": {"d/a/mp": {"accuracy": 0.7, "nll": 0.8}}}, reference)
     assert not control
 
