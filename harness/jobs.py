@@ -44,6 +44,8 @@ from harness.runs.restore import load_predictor
 __all__ = [
     "data_settings",
     "describe_inputs",
+    "drop_null_ood",
+    "experiment_epochs",
     "predict_eval_sets",
     "run_settings",
     "sets_config",
@@ -75,19 +77,40 @@ def data_settings(config: dict[str, Any], method: str, dataset: str) -> dict[str
     }
 
 
-def run_settings(config: dict[str, Any], method: str, seed: int) -> dict[str, Any]:
+def drop_null_ood(config: dict[str, Any]) -> dict[str, Any]:
+    """Remove ``ood: null`` from every experiment of ``config`` (in place): null means none.
+
+    Snakemake's schema validation, which fills in the defaults, cannot descend into a null
+    mapping; an absent ``ood`` means the same and validates.
+    """
+    for experiment in (config.get("experiments") or {}).values():
+        if isinstance(experiment, dict) and "ood" in experiment and experiment["ood"] is None:
+            del experiment["ood"]
+    return config
+
+
+def experiment_epochs(config: dict[str, Any], dataset: str | None) -> int:
+    """Epochs of ``dataset``'s runs: the experiment's ``epochs``, else ``training.epochs``."""
+    experiment = config["experiments"].get(dataset, {}) if dataset else {}
+    return experiment.get("epochs") or config["training"]["epochs"]
+
+
+def run_settings(
+    config: dict[str, Any], method: str, seed: int, dataset: str | None = None
+) -> dict[str, Any]:
     """Keyword arguments of :class:`harness.runs.mp.MPConfig` / ``BaselineConfig`` of one run.
 
     Args:
         config: The pipeline configuration, validated (the schema's defaults filled in).
         method: ``mp``, ``adamw`` or ``ivon``.
         seed: The run's seed.
+        dataset: The run's experiment (its ``epochs`` override ``training.epochs``).
     """
     section = {k: v for k, v in config["methods"][method].items() if k != "normalization"}
     training = config["training"]
     return {
         **section,
-        "epochs": training["epochs"],
+        "epochs": experiment_epochs(config, dataset),
         "batch_size": training["batch_size"],
         "evaluate_every_epoch": training["evaluate_every_epoch"],
         "device": config["device"],

@@ -190,3 +190,29 @@ def test_data_and_run_settings_of_a_validated_configuration():
         "device": "cpu",
         "seed": 3,
     }
+
+
+def test_an_experiment_may_set_its_own_epochs():
+    config = {
+        "device": "cpu",
+        "training": {"epochs": 2, "batch_size": 64, "evaluate_every_epoch": False},
+        "experiments": {"fashion_mnist": {"epochs": None}, "digits": {"epochs": 20}},
+        "methods": {"mp": {"dtype": "float32"}},
+    }
+    assert jobs.run_settings(config, "mp", 0, "fashion_mnist")["epochs"] == 2
+    assert jobs.run_settings(config, "mp", 0, "digits")["epochs"] == 20
+    assert jobs.run_settings(config, "mp", 0)["epochs"] == 2
+
+
+def test_a_null_ood_set_means_none_and_validates():
+    from snakemake.utils import validate
+
+    from harness.gate_mutations import SCHEMA
+
+    config = {
+        "training": {"epochs": 1},
+        "experiments": {"digits": {"archs": ["mlp"], "methods": ["mp"], "seeds": [0], "ood": None}},
+    }
+    validate(jobs.drop_null_ood(config), str(SCHEMA))  # snakemake cannot fill in a null mapping
+    assert "ood" not in config["experiments"]["digits"]
+    assert config["experiments"]["digits"]["epochs"] is None  # the schema's default

@@ -7,7 +7,7 @@ import yaml
 from snakemake.utils import validate
 
 from harness.fingerprint import SOURCES, fingerprint
-from harness.jobs import data_settings, run_settings
+from harness.jobs import data_settings, drop_null_ood, run_settings
 
 SCHEMA = Path(workflow.current_basedir) / ".." / "schemas" / "config.schema.yaml"
 
@@ -37,7 +37,7 @@ def check_config(config, schema_path):
         )
 
 
-check_config(config, SCHEMA)
+check_config(drop_null_ood(config), SCHEMA)
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the schema's defaults
 
 RESULTS = config["paths"]["results"]
@@ -119,7 +119,7 @@ def get_data_settings(method):
 
 def get_run_config(method):
     """Returns a function of the wildcards: keyword arguments of MPConfig / BaselineConfig."""
-    return lambda wildcards: run_settings(config, method, wildcards.seed)
+    return lambda wildcards: run_settings(config, method, wildcards.seed, wildcards.dataset)
 
 
 def get_identity(method):
@@ -220,7 +220,7 @@ def report_files():
     """Files of every (dataset, arch) report directory, as the configuration asks."""
     files = list(REPORT_FILES)
     if TRAINING.get("evaluate_every_epoch"):
-        files.append("calibration_curves.png")
+        files += ["calibration_curves.png", "epochs.md", "epochs.csv"]
     if EVALUATION.get("selective"):
         files += ["selective.md", "selective.csv", "selective.png"]
     if SHIFT:
