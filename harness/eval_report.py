@@ -41,6 +41,7 @@ __all__ = [
     "mean_se",
     "ood_frame",
     "read_epochs",
+    "render_epoch_table",
     "render_ood_table",
     "render_shift_table",
     "shift_frame",
@@ -225,6 +226,55 @@ def evaluation_notes(evaluation: Mapping[str, Any]) -> list[str]:
     if evaluation.get("ood_sets"):
         lines.append(f"**OOD sets** (`evaluation.ood_sets`): {list(evaluation['ood_sets'])}.")
     return lines
+
+
+def render_epoch_table(
+    records: Sequence[Mapping[str, Any]], dataset: str, arch: str
+) -> dict[str, str]:
+    """Test accuracy, NLL and calibration after every epoch, every method (Markdown and CSV).
+
+    Args:
+        records: The ``metrics.json`` records of one (dataset, arch).
+        dataset: Data set, for the heading.
+        arch: Architecture, for the heading.
+
+    Returns:
+        ``{"md", "csv"}``; the CSV has one row per (method, epoch) with mean and SE of the
+        training seconds so far and of every metric of :data:`EPOCH_METRICS`.
+
+    Raises:
+        ValueError: If no run scored the test set after its epochs.
+    """
+    table = aggregate_epochs(epoch_frame(records))
+    if table.empty:
+        raise ValueError(
+            f"no per-epoch test scores for {dataset}/{arch}; set training.evaluate_every_epoch"
+        )
+    order = {m: i for i, m in enumerate(_order(table["method"]))}
+    table = table.assign(_o=table["method"].map(order)).sort_values(["_o", "epoch"])
+    columns = [("seconds", "Train s", 1, 1), *SHIFT_METRICS]
+    header = ["Method", "Epoch", *[label for _, label, *_ in columns]]
+    lines = [
+        f"### {dataset} / {arch}: test scores after every epoch",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", "---:"] + ["---:"] * len(columns)) + "|",
+    ]
+    for _, row in table.iterrows():
+        cells = [_cell(row, key, scale, dec) for key, _, scale, dec in columns]
+        label = METHOD_LABELS.get(row["method"], row["method"])
+        lines.append(f"| {label} | {int(row['epoch'])} | " + " | ".join(cells) + " |")
+    seeds = "/".join(map(str, sorted(set(table["n_seeds"]))))
+    lines += [
+        "",
+        f"- Mean ± standard error over {seeds} seed(s). **Train s**: training wall-clock up to "
+        "the end of the epoch (scoring excluded).",
+        "- **ECE-15**: top-label, 15 equal-width bins. **ECE-paper**: median-variance binning, "
+        "squared Euclidean (CalibrationErrors.jl). **Conf. − acc.**: mean top-label probability "
+        "minus accuracy; positive is overconfident.",
+        "",
+    ]
+    return {"md": "\n".join(lines), "csv": _csv(table.drop(columns=["_o"]))}
 
 
 def render_shift_table(

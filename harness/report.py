@@ -453,7 +453,8 @@ def protocol_notes(config: dict[str, Any], dataset: str, arch: str) -> list[str]
             else "none"
         )
         + ".",
-        f"**Training**: {training['epochs']} epochs, batch {training.get('batch_size', 128)}, "
+        f"**Training**: {experiment.get('epochs') or training['epochs']} epochs, "
+        f"batch {training.get('batch_size', 128)}, "
         f"device {config.get('device', 'cpu')}, seeds {experiment['seeds']}.",
     ]
     for name, section in methods.items():

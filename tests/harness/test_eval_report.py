@@ -117,6 +117,22 @@ def test_epochs_travel_through_the_summary(records, tmp_path):
     assert back["epoch"].tolist() == epochs["epoch"].tolist()
 
 
+def test_epoch_table_lists_every_method_and_epoch(records):
+    out = eval_report.render_epoch_table(records, "fashion_mnist", "mlp")
+    rows = [
+        line for line in out["md"].splitlines() if line.startswith("| ") and "Epoch" not in line
+    ]
+    assert len(rows) == len(METHODS) * 3
+    mp2 = [r for r in eval_report.epoch_frame(records).to_dict("records")
+           if r["method"] == "mp" and r["epoch"] == 2]  # fmt: skip
+    accuracy = np.mean([r["accuracy"] for r in mp2]) * 100
+    assert any(row.startswith(f"| MP | 2 | 6.0 ± 1.2 | {accuracy:.2f} ± ") for row in rows)
+    csv_rows = out["csv"].strip().splitlines()
+    assert len(csv_rows) == 1 + len(METHODS) * 3
+    with pytest.raises(ValueError, match="evaluate_every_epoch"):
+        eval_report.render_epoch_table([{**records[0], "history": []}], "d", "a")
+
+
 def test_selective_table_columns(records, tmp_path):
     summary = aggregate(load_runs(_write(records, tmp_path)))
     table = render_table(

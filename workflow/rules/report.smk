@@ -86,6 +86,13 @@ if TRAINING.get("evaluate_every_epoch"):
                 category="Figures",
                 subcategory="{dataset} / {arch}",
             ),
+            md=f"{TABLE}/epochs.md",
+            csv=report(
+                f"{TABLE}/epochs.csv",
+                caption="../report/calibration_curves.rst",
+                category="Tables",
+                subcategory="{dataset} / {arch}",
+            ),
         log:
             f"{LOGS}/plot_calibration_curves/{{dataset}}/{{arch}}.log",
         threads: 1
