@@ -8,12 +8,17 @@ say so, with the trend of the score over the epochs:
 
 - ``reproduced`` / ``not reproduced``: the configuration produced the results the claim is about
   and the registry's criterion holds / fails;
+- ``proxy``: the criterion was evaluated, but on results obtained with a setting the claim's
+  ``test.reference`` keys require to match the paper's protocol (e.g. MP's ``scaled`` schedule
+  where the claim is about the method's uncertainty, which is read at the reference,
+  ``sequential``, schedule); the criterion's outcome is shown and never becomes a verdict;
 - ``not testable here``: the configuration did not produce them (reason given). Where other
   results bear on the claim (e.g. Fashion-MNIST instead of CIFAR-10) they are shown as a proxy,
   marked as such, and never turn into a verdict.
 
 Protocol differences are computed by comparing the registry's ``protocol`` with the settings the
-configuration actually used.
+configuration actually used; every row names the settings its verdict was read at (schedule,
+dtype, epochs, data size).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from amp.schedules import Schedule
 from harness.data import ood_normalization_of
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "claims_header",
     "evaluate_claims",
     "protocol_differences",
+    "read_at",
     "render_claims",
     "run_settings",
 ]
@@ -40,6 +47,9 @@ __all__ = [
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 NOT_TESTABLE = "not testable here"
+PROXY = "proxy"
+COVERAGE_SETTING = ("sine", "toy_regression")
+"""The (dataset, arch) key of the coverage study's settings in :func:`run_settings`."""
 BASELINES = ("adamw", "ivon", "ivon_mean")
 
 
@@ -49,7 +59,8 @@ class Finding:
 
     Attributes:
         ours: Our value(s), as text.
-        verdict: ``reproduced``, ``not reproduced`` or ``not testable here``.
+        verdict: ``reproduced``, ``not reproduced`` or ``not testable here`` (``proxy`` is
+            set by :func:`evaluate_claims`).
         reason: Why (the criterion and the numbers, or why it could not be tested).
         where: ``(dataset, arch)`` the finding is based on, if any.
     """
@@ -218,7 +229,8 @@ def _overconfidence(
         trend = _trend(_epoch_series(epochs, where, "mp", "overconfidence"), "+.3f")
         parts.append(text + (f"; {trend}" if trend else ""))
     criterion = f"mean confidence exceeds accuracy by at most {limit} at the last epoch: {ok}"
-    return Finding("; ".join(parts), REPRODUCED if ok else NOT_REPRODUCED, criterion)
+    first = (str(rows["dataset"].iloc[0]), str(rows["arch"].iloc[0]))
+    return Finding("; ".join(parts), REPRODUCED if ok else NOT_REPRODUCED, criterion, first)
 
 
 def _coverage(_: pd.DataFrame, test: Mapping[str, Any], evidence: Mapping[str, Any]) -> Finding:
@@ -251,7 +263,7 @@ def _coverage(_: pd.DataFrame, test: Mapping[str, Any], evidence: Mapping[str, A
             f"(largest shortfall {short:.0%})"
         )
         ok = ok and close
-    return Finding(ours, REPRODUCED if ok else NOT_REPRODUCED, criterion)
+    return Finding(ours, REPRODUCED if ok else NOT_REPRODUCED, criterion, COVERAGE_SETTING)
 
 
 def _finish(
@@ -322,17 +334,39 @@ def evaluate_claims(
             )
         finding = EVALUATORS[kind](summary, test, evidence or {})
         used = settings.get(finding.where, {}) if finding.where else {}
-        differences = protocol_differences(claim.get("protocol", {}), used) if used else []
+        protocol = claim.get("protocol", {})
+        differences = protocol_differences(protocol, used) if used else []
+        verdict, reason = finding.verdict, finding.reason
+        off = [k for k in test.get("reference", []) if k in protocol and used.get(k) != protocol[k]]
+        if verdict in (REPRODUCED, NOT_REPRODUCED) and used and off:
+            setting = ", ".join(f"{k} {used.get(k, 'not run')} (paper: {protocol[k]})" for k in off)
+            reason = f"read at {setting}; criterion there ({verdict}): {reason}"
+            verdict = PROXY
         rows.append(
             {
                 **claim,
                 "ours": finding.ours,
-                "verdict": finding.verdict,
-                "reason": finding.reason,
+                "verdict": verdict,
+                "reason": reason,
                 "differences": differences,
+                "read_at": read_at(used),
             }
         )
     return rows
+
+
+def read_at(used: Mapping[str, Any]) -> str:
+    """The settings a verdict was read at, e.g. ``"MP scaled, float32; 2 epochs; 20000 ..."``."""
+    if not used:
+        return "–"
+    mp = f"MP {used.get('mp_schedule', '?')}, {used.get('mp_dtype', '?')}"
+    if "networks" in used:  # the coverage study
+        return f"{mp}; {used['networks']} networks × {used['iterations']} sweeps"
+    seeds = used.get("seeds", 1)
+    return (
+        f"{mp}; {used.get('epochs', '?')} epochs; {used.get('train_subset', '?')} training "
+        f"examples; {seeds} seed{'s' if seeds != 1 else ''}"
+    )
 
 
 def _md(text: Any) -> str:
@@ -346,15 +380,15 @@ def render_claims(rows: list[dict[str, Any]], header: str = "") -> str:
         "",
         header,
         "",
-        "| Claim | Paper value | Ours | Protocol differences | Verdict |",
-        "|---|---|---|---|---|",
+        "| Claim | Paper value | Ours | Read at | Protocol differences | Verdict |",
+        "|---|---|---|---|---|---|",
     ]
     for row in rows:
         diffs = "; ".join(row["differences"]) if row["differences"] else "–"
         verdict = f"**{row['verdict']}**: {row['reason']}"
         lines.append(
             f"| {row['id']}: {_md(row['claim'])} | {_md(row['paper_value'])} | {_md(row['ours'])} "
-            f"| {_md(diffs)} | {_md(verdict)} |"
+            f"| {_md(row.get('read_at', '–'))} | {_md(diffs)} | {_md(verdict)} |"
         )
     lines += ["", "Sources:", ""]
     lines += [f"- {row['id']}: {row['source']}" for row in rows]
@@ -371,23 +405,35 @@ def run_settings(config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
     Returns:
         Per ``(dataset, arch)``: ``dataset``, ``arch``, ``epochs``, ``batch_size``,
         ``train_subset``, ``seeds``, ``device``, ``mp_dtype``, ``mp_schedule``, ``ood`` and
-        ``mp_ood_normalization``.
+        ``mp_ood_normalization``; for the coverage study (key :data:`COVERAGE_SETTING`, where
+        the configuration has one) ``networks``, ``iterations``, ``mp_dtype`` and
+        ``mp_schedule``.
     """
     out = {}
     mp = config.get("methods", {}).get("mp", {})
+    coverage = config.get("coverage")
+    if coverage:
+        out[COVERAGE_SETTING] = {
+            "dataset": COVERAGE_SETTING[0],
+            "arch": COVERAGE_SETTING[1],
+            "networks": coverage.get("networks", 100),
+            "iterations": coverage.get("iterations", 500),
+            "mp_dtype": coverage.get("dtype", "float64"),
+            "mp_schedule": coverage.get("schedule", Schedule.SCALED.value),
+        }
     for dataset, experiment in config["experiments"].items():
         ood = experiment.get("ood") or {}
         for arch in experiment["archs"]:
             out[(dataset, arch)] = {
                 "dataset": dataset,
                 "arch": arch,
-                "epochs": config["training"]["epochs"],
+                "epochs": experiment.get("epochs") or config["training"]["epochs"],
                 "batch_size": config["training"].get("batch_size", 128),
                 "train_subset": _subset_text(experiment.get("subset")),
                 "seeds": len(experiment["seeds"]),
                 "device": config.get("device", "cpu"),
                 "mp_dtype": mp.get("dtype", "float64"),
-                "mp_schedule": mp.get("schedule", "grouped"),
+                "mp_schedule": mp.get("schedule", Schedule.SCALED.value),
                 "ood": ood.get("name", "none"),
                 "mp_ood_normalization": ood_normalization_of(ood, "mp"),
             }
@@ -399,6 +445,9 @@ def claims_header(config: dict[str, Any]) -> str:
     title = config.get("report", {}).get("title") or "this configuration"
     return (
         f"Results of the {title} configuration. Verdicts: *reproduced* / *not reproduced* when "
-        "the configuration produced the results a claim is about; otherwise *not testable here*, "
-        "with the reason, and the nearest results we have shown as a proxy."
+        "the configuration produced the results a claim is about; *proxy* when it produced them "
+        "with a setting the claim must be read at the paper's value (MP's uncertainty is read at "
+        "the reference, sequential, schedule), with the criterion's outcome there; otherwise "
+        "*not testable here*, with the reason, and the nearest results we have shown as a proxy. "
+        "*Read at* names the settings of each verdict."
     )

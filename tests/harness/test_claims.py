@@ -193,3 +193,73 @@ def test_calibration_verdicts_state_the_epoch_and_the_trend():
     assert "at the last epoch" in finding.reason
     no_epochs = claims.EVALUATORS["overconfidence"](summary, test, {})
     assert no_epochs.ours == "a/b: confidence − accuracy +0.040 after the last epoch"
+
+
+C5 = {
+    "id": "C5",
+    "claim": "not overconfident",
+    "paper_value": "–",
+    "source": "–",
+    "protocol": {"epochs": 25, "mp_schedule": "sequential"},
+    "test": {"kind": "overconfidence", "max_overconfidence": 0.02, "reference": ["mp_schedule"]},
+}
+
+
+def c5_config(schedule):
+    return {
+        "training": {"epochs": 10},
+        "methods": {"mp": {"schedule": schedule, "dtype": "float32"}},
+        "experiments": {
+            "fashion_mnist": {"archs": ["mlp"], "seeds": [0], "methods": ["mp"], "subset": 5000}
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("gap", "criterion"), [(0.10, claims.NOT_REPRODUCED), (0.01, "reproduced")]
+)
+def test_uncertainty_verdicts_off_the_reference_schedule_are_proxies(gap, criterion):
+    summary = pd.DataFrame(summary_rows("fashion_mnist", "mlp", mp={"overconfidence": gap}))
+    registry = {"claims": [C5]}
+    [scaled] = claims.evaluate_claims(registry, summary, claims.run_settings(c5_config("scaled")))
+    assert scaled["verdict"] == claims.PROXY
+    assert scaled["reason"].startswith(
+        f"read at mp_schedule scaled (paper: sequential); criterion there ({criterion}): "
+    )
+    assert scaled["read_at"] == "MP scaled, float32; 10 epochs; 5000 training examples; 1 seed"
+    assert "epochs: 25 → 10" in scaled["differences"]
+    [reference] = claims.evaluate_claims(
+        registry, summary, claims.run_settings(c5_config("sequential"))
+    )
+    assert reference["verdict"] == criterion
+    assert reference["read_at"].startswith("MP sequential, float32; 10 epochs")
+    assert "| MP scaled, float32; 10 epochs;" in claims.render_claims([scaled])
+
+
+def test_the_coverage_verdict_is_read_at_the_studys_own_settings():
+    registry = yaml.safe_load((REPO / "configs" / "claims.yaml").read_text())
+    [c2] = [claim for claim in registry["claims"] if claim["id"] == "C2"]
+    config = {
+        "training": {"epochs": 2},
+        "experiments": {"fashion_mnist": {"archs": ["mlp"], "seeds": [0], "methods": ["mp"]}},
+        "coverage": {
+            "networks": 30,
+            "iterations": 500,
+            "schedule": "sequential",
+            "dtype": "float64",
+        },
+    }
+    study = {"correlation": 0.95, "median_coverage": c2["test"]["paper_medians"]}
+    evidence = {"coverage": study}
+    [row] = claims.evaluate_claims(
+        {"claims": [c2]}, pd.DataFrame(), claims.run_settings(config), evidence
+    )
+    assert row["verdict"] == claims.REPRODUCED
+    assert row["read_at"] == "MP sequential, float64; 30 networks × 500 sweeps"
+    assert row["differences"] == ["networks: 100 → 30"]
+    config["coverage"]["schedule"] = "scaled"
+    [row] = claims.evaluate_claims(
+        {"claims": [c2]}, pd.DataFrame(), claims.run_settings(config), evidence
+    )
+    assert row["verdict"] == claims.PROXY
+    assert "mp_schedule scaled (paper: sequential)" in row["reason"]
