@@ -41,6 +41,7 @@ __all__ = [
     "bootstrap",
     "coverage",
     "grid_for",
+    "network_orders",
     "study_data",
     "summarize",
     "train_mp",
@@ -58,6 +59,10 @@ GRID_MARGIN = 20.0
 
 GRID_STEP = 0.05
 """Spacing of the prediction grid."""
+
+ORDER_SEED_OFFSET = 2
+"""Seed of the networks' example orders relative to ``init_seed`` (the prior means use
+``init_seed``, the trainer ``init_seed + 1``)."""
 
 MASSES = np.arange(1, 101) / 100
 """Nominal masses of the correlation statistic: 1 %, 2 %, …, 100 %."""
@@ -126,8 +131,31 @@ def study_data(config: StudyConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([s.x_train for s in sets]), torch.stack([s.y_train for s in sets])
 
 
+def network_orders(
+    x: torch.Tensor, y: torch.Tensor, networks: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One data set in a random order of its own for every network: ``(R, N, 1)`` each.
+
+    The reference trains its networks one by one, each shuffling the examples itself. Trained
+    together, the networks share the trainer's example order; giving each network its own
+    permutation of the data restores independent orders.
+
+    Args:
+        x: Inputs ``(N, 1)``.
+        y: Targets ``(N, 1)``.
+        networks: Number of networks ``R``.
+        seed: Seed of the permutations.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    perms = torch.stack([torch.randperm(len(x), generator=generator) for _ in range(networks)])
+    return x[perms], y[perms]
+
+
 def train_mp(config: StudyConfig, *, progress: bool = False) -> dict[str, np.ndarray]:
     """Train the study's message-passing networks together and predict on the grid.
+
+    Every network visits the examples in its own order (:func:`network_orders`; with a fresh
+    data set per network the data differ anyway).
 
     Returns:
         ``x_train``, ``y_train``, ``grid`` ``(M,)``, ``truth`` ``(M,)``, and the predictive
@@ -135,6 +163,9 @@ def train_mp(config: StudyConfig, *, progress: bool = False) -> dict[str, np.nda
     """
     dtype = resolve_dtype(config.dtype)
     x, y = study_data(config)
+    x_fit, y_fit = x, y
+    if x.dim() == 2:  # one data set shared by every network
+        x_fit, y_fit = network_orders(x, y, config.networks, config.init_seed + ORDER_SEED_OFFSET)
     net = Network(
         specs.arch("toy_regression"),
         (1,),
@@ -150,7 +181,7 @@ def train_mp(config: StudyConfig, *, progress: bool = False) -> dict[str, np.nda
         seed=config.init_seed + 1,
         progress=progress,
     )
-    trainer.fit(x, y, epochs=1, iterations=config.iterations)
+    trainer.fit(x_fit, y_fit, epochs=1, iterations=config.iterations)
     grid = grid_for(x)
     mean, var = net.predict(grid.to(dtype))
     return {

@@ -116,3 +116,16 @@ def test_corrupt_prediction_file_is_reported(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(CorruptFileError, match="bad.npz"):
         load_predictions(tmp_path / "bad.npz")
+
+
+def test_every_network_visits_the_shared_data_in_its_own_order():
+    x, y = coverage.study_data(coverage.StudyConfig())
+    xs, ys = coverage.network_orders(x, y, networks=4, seed=0)
+    assert xs.shape == (4, *x.shape)
+    for r in range(4):  # a permutation of the same pairs
+        order = torch.argsort(xs[r, :, 0])
+        torch.testing.assert_close(xs[r][order], x[torch.argsort(x[:, 0])])
+        torch.testing.assert_close(ys[r][order], y[torch.argsort(x[:, 0])])
+    assert not torch.equal(xs[0], xs[1])
+    again, _ = coverage.network_orders(x, y, networks=4, seed=0)
+    assert torch.equal(again, xs)
