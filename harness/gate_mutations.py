@@ -127,8 +127,6 @@ class Mutation:
     description: str
     methods: tuple[str, ...]
     apply: Callable[[Patch], None]
-    experiments: tuple[str, ...] | None = None
-    """The experiments (data sets) of the configuration it trains; ``None`` for all."""
 
 
 MUTATIONS: dict[str, Mutation] = {
@@ -173,14 +171,8 @@ def load_config(configfiles: Sequence[str | os.PathLike]) -> dict[str, Any]:
     return config
 
 
-def train_runs(
-    config: dict[str, Any],
-    methods: Sequence[str],
-    experiments: Sequence[str] | None = None,
-) -> dict[str, dict[str, float]]:
-    """Train ``methods`` on ``experiments`` of ``config`` (all if None); metrics per run.
-
-    Each run's metrics are the mean over the experiment's seeds.
+def train_runs(config: dict[str, Any], methods: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Train ``methods`` on every experiment of ``config``; metrics per run, mean over seeds.
 
     Returns:
         ``{"<dataset>/<arch>/<method>": {metric: value}}`` as :func:`harness.gate.load_summary`.
@@ -196,8 +188,6 @@ def train_runs(
     torch.set_num_threads(config["threads"])
     scores: dict[str, list[dict[str, float]]] = {}
     for dataset, experiment in config["experiments"].items():
-        if experiments is not None and dataset not in experiments:
-            continue
         for method in (m for m in experiment["methods"] if m in methods):
             settings = data_settings(config, method, dataset)
             data, x_ood = load_inputs(dataset, experiment, config["data"], **settings)
@@ -222,7 +212,7 @@ def train_runs(
 
 def _child(name: str, configfiles: Sequence[str], out: Path) -> None:
     mutation = apply_mutation(name)
-    summary = train_runs(load_config(configfiles), mutation.methods, mutation.experiments)
+    summary = train_runs(load_config(configfiles), mutation.methods)
     out.write_text(json.dumps(summary))
 
 
