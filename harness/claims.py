@@ -32,6 +32,7 @@ import pandas as pd
 
 from amp.schedules import Schedule
 from harness.data import ood_normalization_of
+from harness.jobs import experiment_epochs
 
 __all__ = [
     "EVALUATORS",
@@ -427,7 +428,7 @@ def run_settings(config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
             out[(dataset, arch)] = {
                 "dataset": dataset,
                 "arch": arch,
-                "epochs": experiment.get("epochs") or config["training"]["epochs"],
+                "epochs": experiment_epochs(config, dataset),
                 "batch_size": config["training"].get("batch_size", 128),
                 "train_subset": _subset_text(experiment.get("subset")),
                 "seeds": len(experiment["seeds"]),

@@ -96,6 +96,12 @@ SHIFT_METRICS = (
     ("ece_mv", "ECE-paper", 1, 4),
     ("overconfidence", "Conf. − acc.", 1, 3),
 )
+CALIBRATION_DEFINITIONS = (
+    "**ECE-15**: top-label, 15 equal-width bins. **ECE-paper**: median-variance binning, "
+    "squared Euclidean (CalibrationErrors.jl). **Conf. − acc.**: mean top-label probability "
+    "minus accuracy; positive is overconfident."
+)
+"""Definitions of :data:`SHIFT_METRICS`' calibration columns, under the epoch and shift tables."""
 OOD_METRICS = (("auroc", "AUROC", 100, 1), ("aupr", "AUPR", 100, 1), ("fpr95", "FPR95", 100, 1))
 SCORE_LABELS = {"entropy": "entropy", "max_prob": "max. prob."}
 
@@ -269,9 +275,7 @@ def render_epoch_table(
         "",
         f"- Mean ± standard error over {seeds} seed(s). **Train s**: training wall-clock up to "
         "the end of the epoch (scoring excluded).",
-        "- **ECE-15**: top-label, 15 equal-width bins. **ECE-paper**: median-variance binning, "
-        "squared Euclidean (CalibrationErrors.jl). **Conf. − acc.**: mean top-label probability "
-        "minus accuracy; positive is overconfident.",
+        f"- {CALIBRATION_DEFINITIONS}",
         "",
     ]
     return {"md": "\n".join(lines), "csv": _csv(table.drop(columns=["_o"]))}
@@ -330,9 +334,7 @@ def render_shift_table(
         "**rotation**: turned about the centre, bilinear, black fill (harness.shift.rotate). "
         "**gaussian_noise**, **gaussian_blur**, **contrast**: CIFAR-10-C corruptions at "
         "severities 1–5 (harness.shift).",
-        "**ECE-15**: top-label, 15 equal-width bins. **ECE-paper**: median-variance binning, "
-        "squared Euclidean (CalibrationErrors.jl). **Conf. − acc.**: mean top-label "
-        "probability minus accuracy; positive is overconfident.",
+        CALIBRATION_DEFINITIONS,
         *notes,
     ]
     lines += [f"- {line}" for line in definitions] + [""]

@@ -35,6 +35,7 @@ import pandas as pd
 
 from amp.io import CorruptFileError, write_json, write_text
 from harness.eval_sets import SetPredictions, score_sets
+from harness.jobs import experiment_epochs
 from harness.metrics import accuracy_rejection_curve
 from harness.predictions import Predictions
 
@@ -453,7 +454,7 @@ def protocol_notes(config: dict[str, Any], dataset: str, arch: str) -> list[str]
             else "none"
         )
         + ".",
-        f"**Training**: {experiment.get('epochs') or training['epochs']} epochs, "
+        f"**Training**: {experiment_epochs(config, dataset)} epochs, "
         f"batch {training.get('batch_size', 128)}, "
         f"device {config.get('device', 'cpu')}, seeds {experiment['seeds']}.",
     ]
