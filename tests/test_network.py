@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from amp import specs
-from amp.factors import linear_series
+from amp.factors import linear_fused, linear_series
 from amp.network import Network
 from amp.trainer import Trainer
 from harness.data import make_sine
@@ -108,6 +108,51 @@ def test_series_and_elementwise_paths_train_the_same_network(schedule, monkeypat
         predictions.append(net.predict(x[:16]))
     assert any(used)  # the series evaluation did take part
     assert torch.allclose(predictions[0], predictions[1], rtol=1e-8, atol=1e-10)
+
+
+def count_calls(monkeypatch, module, name):
+    """Wrap ``module.name`` so that every call records whether it returned a result."""
+    used = []
+    original = getattr(module, name)
+
+    def counting(*args, **kwargs):
+        result = original(*args, **kwargs)
+        used.append(result is not None)
+        return result
+
+    monkeypatch.setattr(module, name, counting)
+    return used
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("schedule", ["sequential", "scaled"])
+def test_compiled_and_eager_paths_give_the_same_predictions(schedule, dtype, monkeypatch):
+    used = count_calls(monkeypatch, linear_fused, "group_backward")
+    rtol, atol = (1e-9, 1e-12) if dtype == torch.float64 else (2e-4, 1e-6)
+    # classification: class probabilities, hence accuracy, NLL and calibration
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 1, 12, 12, generator=g, dtype=dtype)
+    y = torch.randint(0, 10, (48,), generator=g)
+    arch = [specs.Flatten(), specs.Linear(64), specs.LeakyReLU(), specs.Linear(64)]
+    arch += [specs.LeakyReLU(), specs.Linear(10), specs.Argmax()]
+    probabilities = []
+    for compiled in (True, False):
+        net = Network(arch, (1, 12, 12), seed=0, dtype=dtype)
+        Trainer(net, 24, schedule=schedule, seed=1, compiled=compiled).fit(x, y, epochs=3)
+        probabilities.append(net.predict(x[:16]))
+    assert torch.allclose(probabilities[0], probabilities[1], rtol=rtol, atol=atol)
+    # regression: predictive mean and variance inside and far outside the data
+    data = make_sine(60, dtype=dtype)
+    grid = torch.tensor([[-15.0], [-0.3], [0.0], [0.3], [15.0]], dtype=dtype)
+    moments = []
+    for compiled in (True, False):
+        net = Network(specs.arch("toy_regression"), (1,), seed=0, dtype=dtype)
+        trainer = Trainer(net, 200, schedule=schedule, compiled=compiled)
+        trainer.fit(data.x_train, data.y_train, epochs=1, iterations=10)
+        moments.append(net.predict(grid))
+    for got, ref in zip(*moments, strict=True):
+        assert torch.allclose(got, ref, rtol=rtol, atol=atol)
+    assert any(used)  # the compiled kernel did take part
 
 
 def test_prediction_shape_errors():

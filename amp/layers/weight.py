@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from amp import specs
-from amp.factors import conv2d, linear, linear_series
+from amp.factors import conv2d, linear, linear_fused, linear_series
 from amp.gaussian import NatGaussian
 from amp.layers.base import Group, Message
 
@@ -83,6 +83,7 @@ class WeightLayer:
         self._keep_messages = False
         self._own_messages_zero = True
         self.fast = True  # evaluate fully connected messages by matrix products when possible
+        self.compiled = False  # ... or, fully connected layers, by the compiled exact kernel
         self._cache: tuple[Group, Forward] | None = None
 
     @property
@@ -258,8 +259,11 @@ class WeightLayer:
     ) -> tuple[NatGaussian, NatGaussian | None]:
         """New weight messages (per example or their product over the group) and input messages.
 
-        The series evaluation (:func:`amp.factors.linear_series.group_backward`) is used where
-        it applies (weights shared by the group) and is cheaper; otherwise the elementwise one.
+        Where the weights are shared by the group, a fully connected layer with
+        :attr:`compiled` set uses the compiled exact kernel
+        (:func:`amp.factors.linear_fused.group_backward`); otherwise, with :attr:`fast` set, the
+        series evaluation (:func:`amp.factors.linear_series.group_backward`) is used where it is
+        cheaper; otherwise the elementwise one (the reference).
 
         Args:
             fwd: Forward pass of the group.
@@ -276,9 +280,15 @@ class WeightLayer:
         if self.fast:
             lin = fwd.linear if self.is_conv else fwd
             back = conv2d.positions(m_back) if self.is_conv else m_back
-            fast = linear_series.group_backward(
-                lin, back, with_input=not self.first, per_example=per_example
-            )
+            fast = None
+            if self.compiled and not self.is_conv:
+                fast = linear_fused.group_backward(
+                    lin, back, with_input=not self.first, per_example=per_example
+                )
+            if fast is None:
+                fast = linear_series.group_backward(
+                    lin, back, with_input=not self.first, per_example=per_example
+                )
             if fast is not None:
                 m_x = fast.to_input
                 if m_x is not None and self.is_conv:

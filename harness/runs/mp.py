@@ -53,6 +53,9 @@ class MPConfig:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         flush_denormal: Flush subnormal numbers to zero on the CPU while MP trains and
             predicts (:func:`amp.runtime.flush_denormal`; the baselines are never affected).
+        compiled: Compute the fully connected layers' backward messages by the compiled exact
+            kernel (:mod:`amp.factors.linear_fused`; equal to the eager evaluation to rounding,
+            several times faster).
         seed: Seed of the prior means and of the shuffling.
         evaluate_every_epoch: Score the test set after every epoch (not counted as training time).
         progress: Show progress bars.
@@ -68,6 +71,7 @@ class MPConfig:
     store_on_disk: bool = False
     device: str = "cpu"
     flush_denormal: bool = True
+    compiled: bool = True
     seed: int = 0
     evaluate_every_epoch: bool = True
     progress: bool = False
@@ -226,6 +230,7 @@ def run_mp(
             store_dir=store_dir,
             progress=config.progress,
             flush_denormal=config.flush_denormal,
+            compiled=config.compiled,
         )
         differ = _checkpoint_differences(trainer, net, config, store_dtype, len(dataset.x_train))
         differ += ["epochs"] if trainer.epoch > config.epochs else []
@@ -247,6 +252,7 @@ def run_mp(
             seed=config.seed + 1,
             progress=config.progress,
             flush_denormal=config.flush_denormal,
+            compiled=config.compiled,
         )
     net = trainer.net
 
