@@ -78,6 +78,8 @@ class Measurement:
         inputs: ``real:<data set>`` or ``random``.
         flush_denormal: Whether subnormals were flushed to zero while it was timed.
         threads: PyTorch's intra-op threads of the measuring process.
+        compiled: MP only: the fully connected messages by the compiled kernel
+            (:mod:`amp.factors.linear_fused`) rather than the eager evaluation.
         profile: MP (default schedule) only: share of time per ``"<layer kind> <direction>"``.
     """
 
@@ -92,6 +94,7 @@ class Measurement:
     inputs: str = "random"
     flush_denormal: bool = False
     threads: int = 1
+    compiled: bool = False
     profile: dict[str, float] | None = None
 
 
@@ -141,10 +144,10 @@ def _data(task: dict, dtype: torch.dtype, device: torch.device) -> tuple:
     return (*_random_data(task["arch"], task["examples"], dtype, device), "random")
 
 
-def _time_mp(x, y, arch, dtype, schedule, device, repeats, flush, profile) -> tuple:
+def _time_mp(x, y, arch, dtype, schedule, device, repeats, flush, compiled, profile) -> tuple:
     n = x.shape[0]
     net = Network(specs.arch(arch), specs.default_input_shape(arch), dtype=dtype, device=device)
-    trainer = Trainer(net, BATCH_SIZE, schedule=schedule, flush_denormal=flush)
+    trainer = Trainer(net, BATCH_SIZE, schedule=schedule, flush_denormal=flush, compiled=compiled)
     modes = []
     trainer.fit(x, y, epochs=1, iterations=1, callback=lambda t: modes.append(denormals_flushed()))
 
@@ -185,7 +188,7 @@ def _worker(task: dict, queue) -> None:
         schedule = "sequential" if task["method"] == "mp_sequential" else "scaled"
         per_1000, sweep, flushed, shares = _time_mp(
             x, y, task["arch"], dtype, schedule, device, task["repeats"],
-            task["flush_denormal"], task["method"] == "mp",
+            task["flush_denormal"], task.get("compiled", False), task["method"] == "mp",
         )  # fmt: skip
     else:
         flushed = denormals_flushed()
@@ -212,7 +215,7 @@ def measure(task: dict) -> Measurement:
     per_1000, sweep, rss, gpu, inputs, flushed, threads, shares = queue.get()
     return Measurement(
         task["arch"], task["method"], task["dtype"], task["examples"], per_1000, sweep, rss, gpu,
-        inputs, flushed, threads, shares,
+        inputs, flushed, threads, task.get("compiled", False), shares,
     )  # fmt: skip
 
 
@@ -234,6 +237,12 @@ TRAIN_SIZE = {"mlp": 60_000, "lenet5": 60_000, "conv890k": 50_000, "mlp5m": 60_0
 """Training-set size of each architecture's data set (MNIST-like or CIFAR-10)."""
 
 
+def _kernels(record: dict) -> str:
+    if not record["method"].startswith("mp"):
+        return "–"
+    return "compiled" if record["compiled"] else "eager"
+
+
 def _kind(inputs: str) -> str:
     return "random" if inputs == "random" else "real"
 
@@ -243,7 +252,7 @@ def render(rows: list[Measurement], device: str) -> tuple[str, list[dict]]:
     records = []
     for row in rows:
         same = [r for r in rows if r.arch == row.arch and _kind(r.inputs) == _kind(row.inputs)]
-        base = {r.method: r.seconds_per_1000 for r in same}
+        base = {r.method: r.seconds_per_1000 for r in same if not r.method.startswith("mp")}
         record = {k: v for k, v in asdict(row).items() if k != "profile"}
         record["mp_over_adamw"] = row.seconds_per_1000 / base.get("adamw", math.nan)
         record["mp_over_ivon"] = row.seconds_per_1000 / base.get("ivon", math.nan)
@@ -262,15 +271,16 @@ def render(rows: list[Measurement], device: str) -> tuple[str, list[dict]]:
         f"paper's schedule on real data ({PAPER_EPOCHS} epochs; MP sweeps each batch ceil(e/2) "
         "times).",
         "",
-        "| arch | inputs | method | dtype | flush | threads | examples | s / 1k "
+        "| arch | inputs | method | dtype | flush | kernels | threads | examples | s / 1k "
         "| s / 1k per kept sweep | ×AdamW | ×IVON | peak RSS (MB) | peak GPU (MB) "
         "| paper run (h) |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         lines.append(
             f"| {r['arch']} | {r['inputs']} | {r['method']} | {r['dtype']} "
-            f"| {'on' if r['flush_denormal'] else 'off'} | {r['threads']} | {r['examples']} "
+            f"| {'on' if r['flush_denormal'] else 'off'} | {_kernels(r)} | {r['threads']} "
+            f"| {r['examples']} "
             f"| {r['seconds_per_1000']:.4g} | {r['sweep_seconds_per_1000']:.4g} "
             f"| {r['mp_over_adamw']:.3g} | {r['mp_over_ivon']:.3g} | {r['peak_rss_mb']:.0f} "
             f"| {r['peak_gpu_mb']:.0f} | {r['paper_run_hours']:.3g} |"
@@ -280,7 +290,9 @@ def render(rows: list[Measurement], device: str) -> tuple[str, list[dict]]:
         "`mp`: the default (scaled) schedule; `mp_sequential`: one example at a time (the "
         "reference). flush: subnormal numbers flushed to zero while timed (MP's default on the "
         "CPU; the baselines run in the IEEE default mode). s / 1k per kept sweep: MP's cost per "
-        "sweep when a batch is swept twice per visit (epochs ≥ 3). NaN: not applicable.",
+        "sweep when a batch is swept twice per visit (epochs ≥ 3). kernels: MP's fully "
+        "connected messages by the compiled exact kernel or eagerly (compilation happens in the "
+        "untimed warm-up pass). NaN: not applicable.",
         *_profile_lines([r for r in rows if r.profile]),
     ]
     return "\n".join(lines) + "\n", records
@@ -299,13 +311,14 @@ def _profile_lines(rows: list[Measurement]) -> list[str]:
         "layer call timed; other: the trainer's cavities, the message store and the marginal "
         "updates).",
         "",
-        "| arch | inputs | dtype | flush | " + " | ".join(keys) + " |",
-        "|---|---|---|---|" + "---:|" * len(keys),
+        "| arch | inputs | dtype | flush | kernels | " + " | ".join(keys) + " |",
+        "|---|---|---|---|---|" + "---:|" * len(keys),
     ]
     for r in rows:
         shares = " | ".join(f"{100 * r.profile.get(k, 0.0):.1f}" for k in keys)
         flush = "on" if r.flush_denormal else "off"
-        lines.append(f"| {r.arch} | {r.inputs} | {r.dtype} | {flush} | {shares} |")
+        kernels = _kernels(asdict(r))
+        lines.append(f"| {r.arch} | {r.inputs} | {r.dtype} | {flush} | {kernels} | {shares} |")
     return lines
 
 
@@ -382,11 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         specs.arch(arch)  # unknown names fail before any work
     rows = []
     for arch, inputs in ((a, i) for a in args.archs for i in args.inputs):
-        plan = [("mp", "float32", True)]
-        plan += [("mp", "float32", False)] if inputs == "real" else []
-        plan += [("mp", "float64", True), ("mp_sequential", "float64", True)]
-        plan += [("adamw", "float32", False), ("ivon", "float32", False)]
-        for method, dtype, flush in plan:
+        plan = [("mp", "float32", True, True), ("mp", "float32", True, False)]
+        plan += [("mp", "float32", False, False)] if inputs == "real" else []
+        plan += [("mp", "float64", True, True), ("mp", "float64", True, False)]
+        plan += [("mp_sequential", "float64", True, False)]
+        plan += [("adamw", "float32", False, False), ("ivon", "float32", False, False)]
+        for method, dtype, flush, compiled in plan:
             table = SEQUENTIAL_EXAMPLES if method == "mp_sequential" else EXAMPLES
             examples = table[arch]
             if args.quick:
@@ -401,10 +415,12 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": args.threads,
                 "inputs": inputs,
                 "flush_denormal": flush,
+                "compiled": compiled,
             }
             row = measure(task)
             print(
-                f"{arch} {row.inputs} {method} {dtype} flush={row.flush_denormal}: "
+                f"{arch} {row.inputs} {method} {dtype} flush={row.flush_denormal} "
+                f"compiled={row.compiled}: "
                 f"{row.seconds_per_1000:.4g} s/1k",
                 flush=True,
             )

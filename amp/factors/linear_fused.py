@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,7 +28,7 @@ from amp.factors.linear import LinearForward
 from amp.factors.linear_series import GroupMessages
 from amp.gaussian import NatGaussian
 
-__all__ = ["FUSED_ORDER", "available", "group_backward", "term_sums"]
+__all__ = ["FUSED_ORDER", "available", "call_compiled", "group_backward", "messages", "term_sums"]
 
 _log = logging.getLogger(__name__)
 
@@ -96,20 +97,72 @@ def term_sums(
     return tau_w, rho_w, (mu * tau_z).sum(-1), (ew2 * rho_z).sum(-1)
 
 
-_compiled: Callable[..., tuple] | None = None
+_compiled: dict[Callable, Callable] = {}
 _failed = False
 
 
 def available() -> bool:
-    """Whether the compiled kernel can be used (``False`` after a failed compilation)."""
+    """Whether compiled kernels can be used (``False`` after a failed compilation)."""
     return not _failed
 
 
-def _kernel() -> Callable[..., tuple]:
-    global _compiled
-    if _compiled is None:
-        _compiled = torch.compile(term_sums, dynamic=True)
-    return _compiled
+def call_compiled(fn: Callable[..., Any], *args: Any) -> Any | None:
+    """``fn(*args)`` by its ``torch.compile`` kernel (compiled on first use, any sizes).
+
+    Returns:
+        The result, or ``None`` when compilation fails here (no C++ compiler, an unsupported
+        device): a warning is logged once and every later call returns ``None`` at once, so
+        that the caller uses its eager evaluation.
+    """
+    global _failed
+    if _failed:
+        return None
+    kernel = _compiled.get(fn)
+    if kernel is None:
+        kernel = _compiled[fn] = torch.compile(fn, dynamic=True)
+    try:
+        return kernel(*args)
+    except Exception as err:  # noqa: BLE001 (any compiler failure: fall back, once)
+        _failed = True
+        _log.warning(
+            "compiled message kernels unavailable (%s: %s); using the eager evaluation",
+            type(err).__name__,
+            err,
+        )
+        return None
+
+
+def messages(
+    fwd: LinearForward, m_back: NatGaussian, *, with_input: bool, per_example: bool = False
+) -> tuple[NatGaussian, NatGaussian | None]:
+    """Weight and input messages of :func:`term_sums` as Gaussians (traceable, not compiled).
+
+    Args:
+        fwd: Forward pass of the group; weights ``(*lead, 1, D_in, D_out)`` shared by the group.
+        m_back: Messages arriving at the sums, ``(*B, G, P, D_out)``.
+        with_input: Also compute the messages to the inputs.
+        per_example: Weight messages per example ``(*B, G, D_in, D_out)`` instead of their
+            product over the group ``(*lead, D_in, D_out)``.
+
+    Returns:
+        The messages to the weights and to the inputs (``None`` unless ``with_input``).
+    """
+    tau_w, rho_w, tau_x, rho_x = term_sums(
+        fwd.x_mean,
+        fwd.x_var,
+        fwd.w_mean,
+        fwd.w_var,
+        fwd.out_mean,
+        fwd.out_var,
+        m_back.tau,
+        m_back.rho,
+        1 if per_example else 2,
+        with_input,
+    )
+    to_weight = NatGaussian(tau_w, rho_w)
+    if not per_example:  # (*B, D_in, D_out) -> the weights' shape without the example axis
+        to_weight = to_weight.sum_to(fwd.w_mean.squeeze(-3).shape)
+    return to_weight, None if tau_x is None else NatGaussian(tau_x, rho_x)
 
 
 def group_backward(
@@ -131,24 +184,13 @@ def group_backward(
         ``order`` :data:`FUSED_ORDER`), or ``None`` when the weights are not shared by the
         group or the kernel cannot be compiled here.
     """
-    global _failed
-    if _failed or fwd.w_mean.dim() < 3 or fwd.w_mean.shape[-3] != 1:
+    if fwd.w_mean.dim() < 3 or fwd.w_mean.shape[-3] != 1:
         return None
-    args = (fwd.x_mean, fwd.x_var, fwd.w_mean, fwd.w_var, fwd.out_mean, fwd.out_var)
-    try:
-        tau_w, rho_w, tau_x, rho_x = _kernel()(
-            *args, m_back.tau, m_back.rho, 1 if per_example else 2, with_input
-        )
-    except Exception as err:  # noqa: BLE001 (any compiler failure: fall back, once)
-        _failed = True
-        _log.warning(
-            "compiled fully connected messages unavailable (%s: %s); using the eager evaluation",
-            type(err).__name__,
-            err,
-        )
-        return None
-    to_weight = NatGaussian(tau_w, rho_w)
-    if not per_example:  # (*B, D_in, D_out) -> the weights' shape without the example axis
-        to_weight = to_weight.sum_to(fwd.w_mean.squeeze(-3).shape)
-    to_input = None if tau_x is None else NatGaussian(tau_x, rho_x)
-    return GroupMessages(to_weight, to_input, FUSED_ORDER)
+    result = call_compiled(_messages, fwd, m_back, with_input, per_example)
+    return None if result is None else GroupMessages(*result, FUSED_ORDER)
+
+
+def _messages(
+    fwd: LinearForward, m_back: NatGaussian, with_input: bool, per_example: bool
+) -> tuple[NatGaussian, NatGaussian | None]:
+    return messages(fwd, m_back, with_input=with_input, per_example=per_example)

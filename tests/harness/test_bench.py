@@ -16,7 +16,8 @@ from harness.data import DatasetNotFoundError, load_dataset
 def test_tiny_benchmark_writes_its_table(tmp_path):
     assert bench.main(["--tiny", "--archs", "mlp", "--threads", "1", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "bench_cpu.md").read_text()
-    assert "| mlp | real:fashion_mnist | mp | float32 | on | 1 |" in table
+    assert "| mlp | real:fashion_mnist | mp | float32 | on | compiled | 1 |" in table
+    assert "| mlp | real:fashion_mnist | mp | float32 | on | eager | 1 |" in table
     with open(tmp_path / "bench_cpu.csv") as handle:
         rows = list(csv.DictReader(handle))
     methods = {row["method"] for row in rows}
@@ -31,6 +32,8 @@ def test_tiny_benchmark_writes_its_table(tmp_path):
             assert row["flush_denormal"] == str(row["method"] == "mp_sequential")
     mp_modes = {row["flush_denormal"] for row in rows if row["method"] == "mp"}
     assert mp_modes == {"True", "False"}  # real inputs: flushed and kept
+    kernels = {(row["dtype"], row["compiled"]) for row in rows if row["method"] == "mp"}
+    assert kernels == {(d, c) for d in ("float32", "float64") for c in ("True", "False")}
     for adamw in (row for row in rows if row["method"] == "adamw"):
         assert math.isclose(float(adamw["mp_over_adamw"]), 1.0)
     assert "## Where MP's time goes" in table
