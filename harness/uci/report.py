@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -31,6 +32,8 @@ from harness.uci.scoring import aggregate_records  # noqa: E402
 __all__ = [
     "METHOD_LABELS",
     "plot_uci",
+    "FAILED_SPLIT_FACTOR",
+    "failed_splits",
     "protocol_notes",
     "render_tables",
     "summarize_runs",
@@ -267,6 +270,54 @@ def protocol_notes(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[
     return lines
 
 
+FAILED_SPLIT_FACTOR = 5.0
+"""A split whose test RMSE exceeds this multiple of the median RMSE of the same method over the
+set's splits is reported as a failed training (the splits of one set differ by far less: at most
+1.7× in every committed run)."""
+
+
+def failed_splits(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The splits whose training failed without diverging: RMSE far above the method's median.
+
+    Args:
+        runs: ``{set: {method: {"records": [...], ...}}}`` as written by
+            :func:`harness.uci.runs.save_run`.
+
+    Returns:
+        One entry per such split: ``set``, ``method``, ``split``, ``rmse``, ``median_rmse``,
+        ``noise_var`` (the chosen variance).
+    """
+    failed = []
+    for name, methods in runs.items():
+        for method, run in methods.items():
+            records = run["records"]
+            median = float(np.median([r["metrics"]["rmse"] for r in records]))
+            for r in records:
+                if r["metrics"]["rmse"] > FAILED_SPLIT_FACTOR * median:
+                    failed.append(
+                        {
+                            "set": name,
+                            "method": method,
+                            "split": r["split"],
+                            "rmse": r["metrics"]["rmse"],
+                            "median_rmse": median,
+                            "noise_var": r["noise_var"],
+                        }
+                    )
+    return failed
+
+
+def failure_notes(failed: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Lines naming every failed split under the tables (none when nothing failed)."""
+    return [
+        f"- **Failed split**: {METHOD_LABELS.get(f['method'], f['method'])} on {f['set']}, "
+        f"split {f['split']}: RMSE {f['rmse']:.4g} against the median {f['median_rmse']:.4g} "
+        f"of its splits (more than {FAILED_SPLIT_FACTOR:g}×; noise variance {f['noise_var']:g}). "
+        "It did not diverge, so it counts in the mean and standard error above."
+        for f in failed
+    ]
+
+
 def _latex(text: str) -> str:
     return (
         text.replace("%", r"\%").replace("_", r"\_").replace("&", r"\&").replace("σ", r"$\sigma$")
@@ -355,10 +406,12 @@ def write_report(
     loaded = {name: {m: load_run(p) for m, p in methods.items()} for name, methods in runs.items()}
     sources, columns = load_published(published)
     aggregated = summarize_runs(loaded)
-    tables = render_tables(aggregated, sources, columns, [*protocol_notes(loaded), *notes])
+    failed = failed_splits(loaded)
+    notes = [*protocol_notes(loaded), *failure_notes(failed), *notes]
+    tables = render_tables(aggregated, sources, columns, notes)
     for path, key in ((table_md, "md"), (table_csv, "csv"), (table_tex, "tex")):
         write_text(path, tables[key])
     plot_uci(aggregated, sources, columns, figure)
     settings = {n: {m: run["settings"] for m, run in ms.items()} for n, ms in loaded.items()}
-    write_json(summary, {"sets": aggregated, "settings": settings})
+    write_json(summary, {"sets": aggregated, "settings": settings, "failed_splits": failed})
     return aggregated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
@@ -13,7 +14,13 @@ import yaml
 
 from harness.data.uci import UCI_SETS
 from harness.uci.published import load_published
-from harness.uci.report import render_tables, summarize_runs, write_report
+from harness.uci.report import (
+    FAILED_SPLIT_FACTOR,
+    failed_splits,
+    render_tables,
+    summarize_runs,
+    write_report,
+)
 from harness.uci.runs import UCIRun, save_run
 from harness.uci.scoring import split_metrics
 
@@ -140,3 +147,22 @@ def test_write_report_from_saved_runs(tmp_path):
     assert out["figure"].stat().st_size > 10_000
     assert "### Coverage, CRPS, cost and chosen noise (ours)" in out["table_md"].read_text()
     assert "| Energy | IVON |" in out["table_md"].read_text()
+    assert "Failed split" not in out["table_md"].read_text()
+
+
+def test_a_split_far_above_the_median_is_named_as_failed(tmp_path):
+    run = fake_run("wine", "ivon", [0, 1, 2, 3, 4], 0.5)
+    median = 1.2
+    rmse = [1.0, 1.1, FAILED_SPLIT_FACTOR * median * 1.01, FAILED_SPLIT_FACTOR * median * 0.99, 1.2]
+    for record, value in zip(run.records, rmse, strict=True):  # split 3: bad, not failed
+        record["metrics"]["rmse"] = value
+    others = fake_run("wine", "mp", [0, 1, 2, 3, 4], 0.5)
+    runs = {"wine": {"ivon": run.__dict__, "mp": others.__dict__}}
+    failed = failed_splits(runs)
+    assert [(f["set"], f["method"], f["split"]) for f in failed] == [("wine", "ivon", 2)]
+    json_path = tmp_path / "runs.json"
+    save_run(run, json_path, tmp_path / "predictions.npz")
+    out = {k: tmp_path / k for k in ("summary", "table_md", "table_csv", "table_tex", "figure")}
+    write_report({"wine": {"ivon": json_path}}, published=REGISTRY, **out)
+    assert "**Failed split**: IVON on wine, split 2: RMSE" in out["table_md"].read_text()
+    assert json.loads(out["summary"].read_text())["failed_splits"][0]["split"] == 2
