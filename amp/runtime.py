@@ -1,16 +1,20 @@
-"""Devices, threads and wall-clock timers shared by every training script."""
+"""Devices, threads, compiled kernels and wall-clock timers shared by every training script."""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
 __all__ = [
     "DTYPES",
     "Stopwatch",
+    "call_compiled",
+    "compiled_kernels_available",
     "denormals_flushed",
     "flush_denormal",
     "resolve_dtype",
@@ -23,6 +27,45 @@ _SMALLEST_NORMAL_FLOAT32 = torch.finfo(torch.float32).tiny
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 """The floating-point types a run may ask for by name (configuration files, checkpoints)."""
+
+
+_log = logging.getLogger(__name__)
+_kernels: dict[Callable, Callable] = {}
+_compile_failed = False
+
+
+def compiled_kernels_available() -> bool:
+    """Whether :func:`call_compiled` compiles (``False`` after a failed compilation)."""
+    return not _compile_failed
+
+
+def call_compiled(fn: Callable[..., Any], *args: Any) -> Any | None:
+    """``fn(*args)`` by its ``torch.compile`` kernel, compiled on first use for any sizes.
+
+    Used by the message functions that run as fused kernels (``compiled`` layers): the function
+    stays the eager reference, its compiled kernel the fast path.
+
+    Returns:
+        The result, or ``None`` when compilation fails here (no C++ compiler, an unsupported
+        device): a warning is logged once and every later call returns ``None`` at once, so
+        that the caller evaluates ``fn`` eagerly.
+    """
+    global _compile_failed
+    if _compile_failed:
+        return None
+    kernel = _kernels.get(fn)
+    if kernel is None:
+        kernel = _kernels[fn] = torch.compile(fn, dynamic=True)
+    try:
+        return kernel(*args)
+    except Exception as err:  # noqa: BLE001 (any compiler failure: fall back, once)
+        _compile_failed = True
+        _log.warning(
+            "compiled message kernels unavailable (%s: %s); using the eager evaluation",
+            type(err).__name__,
+            err,
+        )
+        return None
 
 
 def resolve_dtype(name: str | torch.dtype) -> torch.dtype:

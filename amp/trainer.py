@@ -105,9 +105,10 @@ class Trainer:
             (:func:`amp.runtime.flush_denormal`: much faster in float32; the previous mode is
             restored after every :meth:`fit`, so other code in the process is unaffected).
         compiled: Compute the fully connected layers' backward messages by the compiled exact
-            kernel of :mod:`amp.factors.linear_fused` (several times faster once compiled; the
-            first group of a process compiles for seconds). Sets ``compiled`` on every weight
-            layer of ``net``.
+            kernel of :mod:`amp.factors.linear_fused` and the LeakyReLU messages by compiled
+            kernels of the same functions (:func:`amp.runtime.call_compiled`; several times
+            faster once compiled, the first groups of a process compile for seconds). Sets
+            ``compiled`` on every layer of ``net`` that has the switch.
     """
 
     def __init__(
@@ -149,8 +150,9 @@ class Trainer:
         self.final_marginal = final_marginal
         self.flush_denormal = flush_denormal
         self.compiled = compiled
-        for layer in net.weight_layers:
-            layer.compiled = compiled
+        for layer in net.layers:
+            if hasattr(layer, "compiled"):
+                layer.compiled = compiled
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self.num_examples: int | None = None

@@ -9,28 +9,22 @@ that computes each term in registers and accumulates it straight into the two re
 the term tensor is never stored. The eager functions of :mod:`amp.factors.linear` stay the
 readable reference; ``tests/factors/test_linear_fused.py`` shows the two equal to rounding.
 
-Compilation needs a C++ compiler on the CPU (Triton on CUDA) and takes seconds once per process
-and input rank; one kernel then serves every size (``dynamic=True``). Where it cannot compile,
-:func:`group_backward` warns once and returns ``None``, and the caller falls back to the series
+Compilation (:func:`amp.runtime.call_compiled`) needs a C++ compiler on the CPU (Triton on CUDA)
+and takes seconds once per process and input rank; one kernel then serves every size. Where it
+cannot compile, :func:`group_backward` returns ``None`` and the caller falls back to the series
 or the eager evaluation.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any
-
-import torch
 from torch import Tensor
 
 from amp.factors.linear import LinearForward
 from amp.factors.linear_series import GroupMessages
 from amp.gaussian import NatGaussian
+from amp.runtime import call_compiled
 
-__all__ = ["FUSED_ORDER", "available", "call_compiled", "group_backward", "messages", "term_sums"]
-
-_log = logging.getLogger(__name__)
+__all__ = ["FUSED_ORDER", "group_backward", "messages", "term_sums"]
 
 FUSED_ORDER = -1
 """``GroupMessages.order`` of a fused evaluation: exact, no series."""
@@ -95,41 +89,6 @@ def term_sums(
     if not with_input:
         return tau_w, rho_w, None, None
     return tau_w, rho_w, (mu * tau_z).sum(-1), (ew2 * rho_z).sum(-1)
-
-
-_compiled: dict[Callable, Callable] = {}
-_failed = False
-
-
-def available() -> bool:
-    """Whether compiled kernels can be used (``False`` after a failed compilation)."""
-    return not _failed
-
-
-def call_compiled(fn: Callable[..., Any], *args: Any) -> Any | None:
-    """``fn(*args)`` by its ``torch.compile`` kernel (compiled on first use, any sizes).
-
-    Returns:
-        The result, or ``None`` when compilation fails here (no C++ compiler, an unsupported
-        device): a warning is logged once and every later call returns ``None`` at once, so
-        that the caller uses its eager evaluation.
-    """
-    global _failed
-    if _failed:
-        return None
-    kernel = _compiled.get(fn)
-    if kernel is None:
-        kernel = _compiled[fn] = torch.compile(fn, dynamic=True)
-    try:
-        return kernel(*args)
-    except Exception as err:  # noqa: BLE001 (any compiler failure: fall back, once)
-        _failed = True
-        _log.warning(
-            "compiled message kernels unavailable (%s: %s); using the eager evaluation",
-            type(err).__name__,
-            err,
-        )
-        return None
 
 
 def messages(

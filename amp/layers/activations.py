@@ -5,12 +5,15 @@ Reference: the activation and pooling layers of ``lib/factor_graph.jl``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from amp import specs
 from amp.factors import leaky_relu, maxpool
 from amp.gaussian import NatGaussian
 from amp.layers.base import Group, Message
+from amp.runtime import call_compiled
 
 __all__ = ["FlattenLayer", "LeakyReLULayer", "MaxPoolLayer"]
 
@@ -39,6 +42,7 @@ class LeakyReLULayer:
         self.shape, self.lead, self.ex = shape, lead, len(lead)
         self.dtype, self.device = dtype, device
         self.m_back: NatGaussian | None = None  # (*lead, B, *shape)
+        self.compiled = False  # evaluate the messages by compiled kernels (amp.runtime)
         self._cache: tuple[Group, NatGaussian] | None = None
 
     def begin_batch(self, batch_size: int, num_groups: int) -> None:
@@ -50,7 +54,7 @@ class LeakyReLULayer:
     def forward(self, m_in: NatGaussian, group: Group) -> NatGaussian:
         """EP forward message, using the example's backward message of the last iteration."""
         self._cache = (group, m_in)
-        return leaky_relu.to_output(m_in, self.m_back.take(self.ex, group.idx), self.leak)
+        return self._message(leaky_relu.to_output, m_in, self.m_back.take(self.ex, group.idx))
 
     def backward(self, m_back: NatGaussian, group: Group) -> NatGaussian:
         """EP backward message (floored at precision 1e-8); remembers ``m_back``."""
@@ -59,7 +63,17 @@ class LeakyReLULayer:
         m_in = self._cache[1]
         self.m_back.put_(self.ex, group.idx, m_back)
         self._cache = None
-        return leaky_relu.to_input(m_in, m_back, self.leak).floor_precision()
+        return self._message(leaky_relu.to_input, m_in, m_back).floor_precision()
+
+    def _message(
+        self,
+        fn: Callable[[NatGaussian, NatGaussian, float], NatGaussian],
+        m_in: NatGaussian,
+        m_back: NatGaussian,
+    ) -> NatGaussian:
+        """``fn(m_in, m_back, leak)``, by its compiled kernel when the layer is compiled."""
+        out = call_compiled(fn, m_in, m_back, self.leak) if self.compiled else None
+        return out if out is not None else fn(m_in, m_back, self.leak)
 
     def predict(self, m_in: NatGaussian) -> NatGaussian:
         """Forward-only moment matching."""

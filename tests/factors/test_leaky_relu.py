@@ -26,6 +26,7 @@ from scipy import integrate, stats
 
 from amp.factors import leaky_relu
 from amp.gaussian import NatGaussian
+from amp.runtime import call_compiled
 
 SPAN = 45.0  # integrand below exp(-45) of its peak beyond this many scaled units
 PANEL = 0.5
@@ -305,13 +306,31 @@ def test_leak_one_is_the_identity(row, dtype, tol, check):
 
 
 # ------------------------------------------------------------------- quadrature comparisons
-def test_to_input_matches_quadrature(cases, dtype, tol, check):
+@pytest.fixture(params=["eager", "compiled"])
+def messages(request):
+    """``(to_input, to_output)`` evaluated eagerly or by their compiled kernels (the fast path
+    of compiled layers): both must meet the quadrature references."""
+    if request.param == "eager":
+        return leaky_relu.to_input, leaky_relu.to_output
+
+    def by_kernel(fn):
+        def run(*args):
+            out = call_compiled(fn, *args)
+            assert out is not None, "the kernel did not compile"
+            return out
+
+        return run
+
+    return by_kernel(leaky_relu.to_input), by_kernel(leaky_relu.to_output)
+
+
+def test_to_input_matches_quadrature(cases, dtype, tol, check, messages):
     got, ref, scale, branches = [], [], [], []
     for f, b, leak, (msg, sc, branch), _ in cases[dtype]:
         branches.append(branch)
         if msg is None:
             continue
-        out = leaky_relu.to_input(_one(f, dtype), _one(b, dtype), leak)
+        out = messages[0](_one(f, dtype), _one(b, dtype), leak)
         assert out.dtype == dtype
         got.append(_pair(out))
         ref.append(msg)
@@ -323,10 +342,10 @@ def test_to_input_matches_quadrature(cases, dtype, tol, check):
         assert branches.count(branch) >= least, (branch, branches.count(branch))
 
 
-def test_to_output_matches_quadrature(cases, dtype, tol, check):
+def test_to_output_matches_quadrature(cases, dtype, tol, check, messages):
     got, ref, scale, branches = [], [], [], []
     for f, b, leak, _, (candidates, branch) in cases[dtype]:
-        out = _pair(leaky_relu.to_output(_one(f, dtype), _one(b, dtype), leak))
+        out = _pair(messages[1](_one(f, dtype), _one(b, dtype), leak))
         errors = [
             max(abs(o - r) / (s + abs(r)) for o, r, s in zip(out, msg, sc, strict=True))
             for msg, sc in candidates

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from amp import runtime
 from amp.factors import linear, linear_fused
 from amp.gaussian import NatGaussian
 from tests.factors.test_linear_series import random_layer, relative_error
@@ -78,9 +79,9 @@ def test_a_failed_compilation_falls_back_once(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(linear_fused, "_compiled", {linear_fused._messages: broken})
-    monkeypatch.setattr(linear_fused, "_failed", False)
+    monkeypatch.setattr(runtime, "_kernels", {linear_fused._messages: broken})
+    monkeypatch.setattr(runtime, "_compile_failed", False)
     fwd, m_back = random_layer(torch.float64, hidden=True)
     assert linear_fused.group_backward(fwd, m_back, with_input=True) is None
     assert "no C++ compiler" in caplog.text
-    assert not linear_fused.available()
+    assert not runtime.compiled_kernels_available()
