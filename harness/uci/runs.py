@@ -38,7 +38,7 @@ from amp.trainer import DivergenceError as MPDivergenceError
 from baselines.train import DivergenceError as BaselineDivergenceError
 from harness.data import Dataset
 from harness.data.uci import load_uci, to_original_units, uci_set
-from harness.uci.fit import fit_predict
+from harness.uci.fit import Fit, fit_predict
 from harness.uci.protocol import AdamWSettings, MPSettings, Protocol, Settings, method_settings
 from harness.uci.scoring import split_metrics
 
@@ -123,26 +123,23 @@ def run_uci(
     grid = protocol.noise_grid
     chosen = {k: grid[int(np.argmax(scores[i]))] for i, k in enumerate(splits)}
     final = {k: load_uci(name, k, root=root) for k in splits}
+    trainings = []  # (splits trained together, their fit, whether they were retrained alone)
     for noise_var in sorted(set(chosen.values())):
         group = [k for k in splits if chosen[k] == noise_var]
-        x, y, x_test = _stack([final[k] for k in group])
         try:
-            fit = fit_predict(
-                name, settings, x, y, x_test, noise_var, splits=group, seed=protocol.seed
-            )
+            fit = _final_fit(name, method, settings, final, group, noise_var, protocol)
         except _DIVERGED as err:
-            raise type(err)(
-                f"uci/{name} {method}: the final training of splits {group} with noise variance "
-                f"{noise_var:g} diverged: {err}"
-            ) from err
-        _log.info(
-            "uci/%s %s: splits %s, noise %g trained in %.1f s",
-            name,
-            method,
-            group,
-            noise_var,
-            fit.seconds,
-        )
+            if len(group) == 1:
+                raise
+            # one network's divergence stops the whole batched training: train each alone
+            _log.warning("%s; training each of these splits alone", err)
+            for k in group:
+                fit = _final_fit(name, method, settings, final, [k], noise_var, protocol)
+                trainings.append(([k], fit, True))
+            continue
+        trainings.append((group, fit, False))
+    for group, fit, alone in trainings:
+        noise_var = chosen[group[0]]
         for i, k in enumerate(group):
             data = final[k]
             mean, var = to_original_units(data, fit.mean[i], fit.var[i])
@@ -162,10 +159,45 @@ def run_uci(
                     "epochs": fit.epochs,
                     "n_train": len(data.x_train),
                     "n_test": len(data.x_test),
+                    "trained_alone": alone,
                 }
             )
     run.records.sort(key=lambda r: r["split"])
     return run
+
+
+def _final_fit(
+    name: str,
+    method: str,
+    settings: Settings,
+    final: dict[int, Dataset],
+    group: list[int],
+    noise_var: float,
+    protocol: Protocol,
+) -> Fit:
+    """Train the splits of ``group`` together on their whole training rows; predict the test rows.
+
+    Raises:
+        amp.trainer.DivergenceError, baselines.train.DivergenceError: If the training diverges
+            (the message names the splits and the noise variance).
+    """
+    x, y, x_test = _stack([final[k] for k in group])
+    try:
+        fit = fit_predict(name, settings, x, y, x_test, noise_var, splits=group, seed=protocol.seed)
+    except _DIVERGED as err:
+        raise type(err)(
+            f"uci/{name} {method}: the final training of splits {group} with noise variance "
+            f"{noise_var:g} diverged: {err}"
+        ) from err
+    _log.info(
+        "uci/%s %s: splits %s, noise %g trained in %.1f s",
+        name,
+        method,
+        group,
+        noise_var,
+        fit.seconds,
+    )
+    return fit
 
 
 def _select(

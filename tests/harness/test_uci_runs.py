@@ -166,3 +166,33 @@ def test_saved_run_reads_back(tmp_path):
     (tmp_path / "bad.json").write_text('{"name": "yacht"}')
     with pytest.raises(CorruptFileError, match="rerun its train_uci job"):
         load_run(tmp_path / "bad.json")
+
+
+def test_a_diverging_batched_final_training_is_retrained_split_by_split(monkeypatch):
+    from amp.trainer import DivergenceError
+    from harness.uci import runs
+
+    calls = []
+
+    def diverges_together(name, settings, x, y, x_eval, noise_var, *, splits, seed):
+        calls.append(list(splits))
+        if x.shape[1] == 277 and (len(splits) > 1 or splits == [5]):  # final trainings
+            raise DivergenceError("message not finite")
+        return _Fake(*x_eval.shape[:2], noise_var)
+
+    monkeypatch.setattr(runs, "fit_predict", diverges_together)
+    protocol = Protocol((0.01,))
+    with pytest.raises(DivergenceError, match=r"final training of splits \[5\]"):
+        run_uci("yacht", "mp", MPSettings(epochs=1), [2, 5], protocol)
+    assert calls[-3:] == [[2, 5], [2], [5]]  # together, then each alone
+
+    calls.clear()
+    monkeypatch.setattr(
+        runs,
+        "fit_predict",
+        lambda *a, splits, **k: (
+            diverges_together(*a, splits=splits, **k) if splits != [5] else _Fake(1, 31, a[5])
+        ),
+    )
+    run = run_uci("yacht", "mp", MPSettings(epochs=1), [2, 5], protocol)
+    assert [(r["split"], r["trained_alone"]) for r in run.records] == [(2, True), (5, True)]
