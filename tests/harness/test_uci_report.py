@@ -160,9 +160,11 @@ def test_a_split_far_above_the_median_is_named_as_failed(tmp_path):
     runs = {"wine": {"ivon": run.__dict__, "mp": others.__dict__}}
     failed = failed_splits(runs)
     assert [(f["set"], f["method"], f["split"]) for f in failed] == [("wine", "ivon", 2)]
+    run.records[4]["trained_alone"] = True
     json_path = tmp_path / "runs.json"
     save_run(run, json_path, tmp_path / "predictions.npz")
     out = {k: tmp_path / k for k in ("summary", "table_md", "table_csv", "table_tex", "figure")}
     write_report({"wine": {"ivon": json_path}}, published=REGISTRY, **out)
     assert "**Failed split**: IVON on wine, split 2: RMSE" in out["table_md"].read_text()
+    assert "**Retrained alone**: IVON on wine, splits [4]" in out["table_md"].read_text()
     assert json.loads(out["summary"].read_text())["failed_splits"][0]["split"] == 2
