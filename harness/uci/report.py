@@ -340,6 +340,41 @@ def _latex(text: str) -> str:
     )
 
 
+OFF_SCALE_SPAN = 5.0
+"""In the figure, a mean of ours farther from the published points' middle than this many times
+their range is drawn as an arrow at the panel's edge with its value (a failed split otherwise
+squeezes every other point into a line)."""
+
+
+def _panel_scale(published: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """The band of values drawn to scale in a panel, from the published points' extent."""
+    if not published:
+        return None
+    low, high = min(lo for lo, _ in published), max(hi for _, hi in published)
+    middle, span = (low + high) / 2, max(high - low, 1e-3 * max(abs(low), abs(high), 1e-12))
+    return middle - OFF_SCALE_SPAN * span, middle + OFF_SCALE_SPAN * span
+
+
+def _mark_off_scale(
+    ax: plt.Axes, x: float, value: float, scale: tuple[float, float], color: str
+) -> None:
+    """An arrow at the top or bottom edge of the panel, labelled with the value."""
+    up = value > scale[1]
+    y, va = (0.97, "top") if up else (0.03, "bottom")
+    ax.annotate(
+        f"{value:.3g}",
+        xy=(x, y),
+        xycoords=("data", "axes fraction"),
+        ha="center",
+        va=va,
+        fontsize=6,
+        color=color,
+        rotation=90,
+    )
+    ax.plot([x], [0.99 if up else 0.01], marker="^" if up else "v", color=color,
+            transform=ax.get_xaxis_transform(), clip_on=False)  # fmt: skip
+
+
 def plot_uci(
     summary: Mapping[str, Any],
     sources: Mapping[str, PublishedSource],
@@ -349,7 +384,8 @@ def plot_uci(
     """RMSE and log-likelihood per data set: ours with standard errors, published as printed.
 
     One column of panels per data set (RMSE above, log-likelihood below); in each panel our
-    methods in colour, the published ones in grey.
+    methods in colour, the published ones in grey; a mean of ours far off the published scale
+    (:data:`OFF_SCALE_SPAN`) is an arrow at the edge with its value.
     """
     names = list(summary)
     fig, axes = plt.subplots(
@@ -359,20 +395,30 @@ def plot_uci(
         entry = summary[name]
         for i, metric in enumerate(_METRICS):
             ax = axes[i, j]
-            labels = []
-            for x, (method, agg) in enumerate(entry["methods"].items()):
-                value = agg[metric]
-                se = value["se"] if math.isfinite(value["se"]) else 0.0
-                ax.errorbar(x, value["mean"], yerr=se, fmt="o", color=_COLORS.get(method, "k"))
-                labels.append(METHOD_LABELS.get(method, method))
+            labels = [METHOD_LABELS.get(m, m) for m in entry["methods"]]
             offset = len(labels)
+            shown = []  # (lower, upper) of every point drawn to scale
             for x, key in enumerate(columns, start=offset):
                 published = sources[key].results.get(name, {}).get(metric)
                 if published is not None:
-                    ax.errorbar(
-                        x, published.mean, yerr=published.spread or 0.0, fmt="s", color="0.45"
-                    )
+                    spread = published.spread or 0.0
+                    ax.errorbar(x, published.mean, yerr=spread, fmt="s", color="0.45")
+                    shown.append((published.mean - spread, published.mean + spread))
                 labels.append(sources[key].label)
+            scale = _panel_scale(shown)
+            for x, (method, agg) in enumerate(entry["methods"].items()):
+                value = agg[metric]
+                se = value["se"] if math.isfinite(value["se"]) else 0.0
+                color = _COLORS.get(method, "k")
+                if scale is not None and not scale[0] <= value["mean"] <= scale[1]:
+                    _mark_off_scale(ax, x, value["mean"], scale, color)
+                    continue
+                ax.errorbar(x, value["mean"], yerr=se, fmt="o", color=color)
+                shown.append((value["mean"] - se, value["mean"] + se))
+            if scale is not None:
+                low, high = min(lo for lo, _ in shown), max(hi for _, hi in shown)
+                pad = 0.08 * (high - low or abs(high) or 1.0)
+                ax.set_ylim(low - pad, high + pad)
             ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
             ax.tick_params(axis="y", labelsize=7)
             ax.axvline(offset - 0.5, color="0.8", lw=0.8)
