@@ -4,8 +4,9 @@
 architectures, in one run on one device, on real inputs (Fashion-MNIST; for ``conv890k``
 CIFAR-10 where installed, else Fashion-MNIST padded to 32×32 and replicated to 3 channels) and
 on random ones: MP with the default schedule in float32 (subnormals flushed, and on real inputs
-also kept) and float64, MP with the sequential reference schedule (on a smaller subset; its
-per-example rate is what matters), AdamW and IVON (float32). Every measurement runs in its own
+also kept) and float64, each with compiled kernels and eagerly (``Trainer(compiled=...)``), MP
+with the sequential reference schedule (on a smaller subset; its per-example rate is what
+matters), AdamW and IVON (float32). Every measurement runs in its own
 process (so that its peak resident memory is its own), after a warm-up pass, as the median of
 several repeats, and records its floating-point mode (dtype, subnormals flushed or not) and
 thread count. The table reports seconds per 1,000 examples, the ratios MP/AdamW and MP/IVON
@@ -78,8 +79,8 @@ class Measurement:
         inputs: ``real:<data set>`` or ``random``.
         flush_denormal: Whether subnormals were flushed to zero while it was timed.
         threads: PyTorch's intra-op threads of the measuring process.
-        compiled: MP only: the fully connected messages by the compiled kernel
-            (:mod:`amp.factors.linear_fused`) rather than the eager evaluation.
+        compiled: MP only: the fully connected and LeakyReLU messages by compiled kernels
+            (``Trainer(compiled=True)``) rather than eagerly.
         profile: MP (default schedule) only: share of time per ``"<layer kind> <direction>"``.
     """
 
@@ -291,8 +292,8 @@ def render(rows: list[Measurement], device: str) -> tuple[str, list[dict]]:
         "reference). flush: subnormal numbers flushed to zero while timed (MP's default on the "
         "CPU; the baselines run in the IEEE default mode). s / 1k per kept sweep: MP's cost per "
         "sweep when a batch is swept twice per visit (epochs ≥ 3). kernels: MP's fully "
-        "connected messages by the compiled exact kernel or eagerly (compilation happens in the "
-        "untimed warm-up pass). NaN: not applicable.",
+        "connected and LeakyReLU messages by compiled kernels or eagerly (compilation happens "
+        "in the untimed warm-up pass). NaN: not applicable.",
         *_profile_lines([r for r in rows if r.profile]),
     ]
     return "\n".join(lines) + "\n", records

@@ -83,7 +83,7 @@ class WeightLayer:
         self._keep_messages = False
         self._own_messages_zero = True
         self.fast = True  # evaluate fully connected messages by matrix products when possible
-        self.compiled = False  # ... or, fully connected layers, by the compiled exact kernel
+        self.compiled = False  # fully connected: the compiled exact kernel instead (linear_fused)
         self._cache: tuple[Group, Forward] | None = None
 
     @property
