@@ -39,8 +39,8 @@ def compiled_kernels_available() -> bool:
     return not _compile_failed
 
 
-def call_compiled(fn: Callable[..., Any], *args: Any) -> Any | None:
-    """``fn(*args)`` by its ``torch.compile`` kernel, compiled on first use for any sizes.
+def call_compiled(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any | None:
+    """``fn(*args, **kwargs)`` by its ``torch.compile`` kernel, compiled on first use for any sizes.
 
     Used by the message functions that run as fused kernels (``compiled`` layers): the function
     stays the eager reference, its compiled kernel the fast path.
@@ -57,7 +57,7 @@ def call_compiled(fn: Callable[..., Any], *args: Any) -> Any | None:
     if kernel is None:
         kernel = _kernels[fn] = torch.compile(fn, dynamic=True)
     try:
-        return kernel(*args)
+        return kernel(*args, **kwargs)
     except Exception as err:  # noqa: BLE001 (any compiler failure: fall back, once)
         _compile_failed = True
         _log.warning(

@@ -19,7 +19,7 @@ batch is seen again: revisiting the data refines the posterior instead of counti
 Reference: ``Trainer``, ``train``, ``train_batch``, ``reset_for_batch`` and
 ``store_likelihood_messages`` in ``lib/factor_graph.jl`` (the arXiv/ICLR version, R1).
 
-(Over 400 lines: one class, whose training loop, data checks and resumable state share the same
+(Over 500 lines: one class, whose training loop, data checks and resumable state share the same
 attributes; the within-batch schedules live in :mod:`amp.schedules`.)
 """
 

@@ -82,17 +82,23 @@ def test_per_network_data_and_predictions():
     assert bool((var > 0).all())
 
 
-@pytest.mark.parametrize("schedule", ["sequential", "scaled", "grouped"])
-def test_series_and_elementwise_paths_train_the_same_network(schedule, monkeypatch):
+def count_calls(monkeypatch, module, name):
+    """Wrap ``module.name`` so that every call records whether it returned a result."""
     used = []
-    series = linear_series.group_backward
+    original = getattr(module, name)
 
     def counting(*args, **kwargs):
-        result = series(*args, **kwargs)
+        result = original(*args, **kwargs)
         used.append(result is not None)
         return result
 
-    monkeypatch.setattr(linear_series, "group_backward", counting)
+    monkeypatch.setattr(module, name, counting)
+    return used
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "scaled", "grouped"])
+def test_series_and_elementwise_paths_train_the_same_network(schedule, monkeypatch):
+    used = count_calls(monkeypatch, linear_series, "group_backward")
     # fully connected layers use the series evaluation when it is cheaper: results must agree
     g = torch.Generator().manual_seed(0)
     x = torch.randn(48, 1, 12, 12, generator=g, dtype=F64)
@@ -108,20 +114,6 @@ def test_series_and_elementwise_paths_train_the_same_network(schedule, monkeypat
         predictions.append(net.predict(x[:16]))
     assert any(used)  # the series evaluation did take part
     assert torch.allclose(predictions[0], predictions[1], rtol=1e-8, atol=1e-10)
-
-
-def count_calls(monkeypatch, module, name):
-    """Wrap ``module.name`` so that every call records whether it returned a result."""
-    used = []
-    original = getattr(module, name)
-
-    def counting(*args, **kwargs):
-        result = original(*args, **kwargs)
-        used.append(result is not None)
-        return result
-
-    monkeypatch.setattr(module, name, counting)
-    return used
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

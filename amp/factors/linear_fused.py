@@ -145,11 +145,5 @@ def group_backward(
     """
     if fwd.w_mean.dim() < 3 or fwd.w_mean.shape[-3] != 1:
         return None
-    result = call_compiled(_messages, fwd, m_back, with_input, per_example)
+    result = call_compiled(messages, fwd, m_back, with_input=with_input, per_example=per_example)
     return None if result is None else GroupMessages(*result, FUSED_ORDER)
-
-
-def _messages(
-    fwd: LinearForward, m_back: NatGaussian, with_input: bool, per_example: bool
-) -> tuple[NatGaussian, NatGaussian | None]:
-    return messages(fwd, m_back, with_input=with_input, per_example=per_example)

@@ -6,7 +6,7 @@ import torch
 from amp import runtime
 from amp.factors import linear, linear_fused
 from amp.gaussian import NatGaussian
-from tests.factors.test_linear_series import random_layer, relative_error
+from tests.factors.test_linear_series import per_example_weights, random_layer, relative_error
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 """Both evaluate the same formulas; only the order of the sums differs."""
@@ -62,16 +62,7 @@ def test_uniform_backward_messages_give_uniform_messages():
 
 def test_weights_per_example_are_declined():
     fwd, m_back = random_layer(torch.float64, hidden=False)
-    per_example = linear.LinearForward(
-        fwd.x_mean,
-        None,
-        fwd.w_mean.expand(8, -1, -1).clone(),
-        fwd.w_var.expand(8, -1, -1).clone(),
-        fwd.b_mean,
-        fwd.b_var,
-        fwd.out_mean,
-        fwd.out_var,
-    )
+    per_example = per_example_weights(fwd)
     assert linear_fused.group_backward(per_example, m_back, with_input=False) is None
 
 
@@ -79,7 +70,7 @@ def test_a_failed_compilation_falls_back_once(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(runtime, "_kernels", {linear_fused._messages: broken})
+    monkeypatch.setattr(runtime, "_kernels", {linear_fused.messages: broken})
     monkeypatch.setattr(runtime, "_compile_failed", False)
     fwd, m_back = random_layer(torch.float64, hidden=True)
     assert linear_fused.group_backward(fwd, m_back, with_input=True) is None

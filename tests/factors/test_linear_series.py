@@ -71,9 +71,9 @@ def test_series_declines_when_most_rows_need_the_exact_evaluation():
     assert linear_series.group_backward(fwd, m_back, with_input=True) is None
 
 
-def test_weights_per_example_are_not_for_the_series():
-    fwd, m_back = random_layer(torch.float64, hidden=False)
-    per_example = linear.LinearForward(
+def per_example_weights(fwd):
+    """The same forward pass with one copy of the weights per example (cavities)."""
+    return linear.LinearForward(
         fwd.x_mean,
         None,
         fwd.w_mean.expand(8, -1, -1).clone(),
@@ -83,6 +83,11 @@ def test_weights_per_example_are_not_for_the_series():
         fwd.out_mean,
         fwd.out_var,
     )
+
+
+def test_weights_per_example_are_not_for_the_series():
+    fwd, m_back = random_layer(torch.float64, hidden=False)
+    per_example = per_example_weights(fwd)
     assert linear_series.group_backward(per_example, m_back, with_input=False) is None
 
 
