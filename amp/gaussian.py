@@ -86,7 +86,8 @@ class NatGaussian:
     @property
     def mean(self) -> Tensor:
         """Means; 0 where the message is uniform."""
-        return torch.where(self.rho == 0, torch.zeros_like(self.tau), self.tau / self.rho)
+        # ``logical_not`` is ``rho == 0`` for floats (NaN stays NaN) and several times faster
+        return torch.where(self.rho.logical_not(), 0.0, self.tau / self.rho)
 
     @property
     def var(self) -> Tensor:

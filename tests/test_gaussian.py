@@ -87,6 +87,17 @@ def test_mean_of_zero_precision_is_zero_even_with_nonzero_tau():
     assert g.mean.tolist() == [0.0, 0.0]
 
 
+def test_mean_keeps_nan_and_reads_negative_zero_precision_as_uniform():
+    g = NatGaussian(
+        torch.tensor([1.0, math.nan, 2.0, -4.0]), torch.tensor([-0.0, 1.0, math.nan, 2.0])
+    )
+    mean = g.mean
+    assert mean[0].item() == 0.0
+    assert mean[3].item() == -2.0
+    assert math.isnan(mean[1].item())
+    assert math.isnan(mean[2].item())
+
+
 def test_infinite_variance_gives_the_uniform_message():
     g = NatGaussian.from_moments(torch.tensor([0.7]), torch.tensor([math.inf]))
     assert g.rho.item() == 0.0
