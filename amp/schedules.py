@@ -32,6 +32,7 @@ batch visit (:meth:`Schedule.combiner`); ``None`` means the reference sum of
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -113,6 +114,36 @@ def least_squares_scale(d_own: Tensor, d_tot: Tensor, ex: int, upper: float = 1.
     return a.clamp(0.0, upper).unsqueeze(ex)
 
 
+@functools.cache
+def _pairs(g: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row and column indices of the upper triangle of a ``g × g`` matrix, diagonal included."""
+    first, second = torch.triu_indices(g, g, device=device)
+    return first, second
+
+
+def _coupling(x: Tensor, w_var: Tensor, b_var: Tensor) -> Tensor:
+    """``K_j[n, m] = Σ_i x_ni x_mi Var(W_ij) + Var(b_j)`` for all pairs of a group's examples.
+
+    ``K_j`` is symmetric, so only the ``G (G + 1) / 2`` pairs of its upper triangle go through
+    the matrix product (half the arithmetic of all ``G²``), which is then mirrored.
+
+    Args:
+        x: Input means ``(*B, G, D_in)``.
+        w_var: Weight variances ``(*lead, D_in, D_out)``.
+        b_var: Bias variances ``(*lead, 1, D_out)``.
+
+    Returns:
+        ``(*B, D_out, G, G)``.
+    """
+    g = x.shape[-2]
+    first, second = _pairs(g, x.device)
+    upper = ((x[..., first, :] * x[..., second, :]) @ w_var + b_var).transpose(-1, -2)
+    coupling = upper.new_empty((*upper.shape[:-1], g, g))  # (*B, D_out, G, G)
+    coupling[..., first, second] = upper
+    coupling[..., second, first] = upper
+    return coupling
+
+
 def joint_innovations(fwd: linear.LinearForward, m_back: NatGaussian) -> tuple[NatGaussian, Tensor]:
     """Backward messages of a group corrected for the examples' simultaneous updates.
 
@@ -142,9 +173,7 @@ def joint_innovations(fwd: linear.LinearForward, m_back: NatGaussian) -> tuple[N
     out_mean, out_var = fwd.out_mean[..., 0, :], fwd.out_var[..., 0, :]
     den = 1.0 + rho_b * out_var
     c, a = rho_b / den, (tau_b - rho_b * out_mean) / den
-    pairs = x.unsqueeze(-2) * x.unsqueeze(-3)  # (*B, G, G, D_in)
-    coupling = pairs @ w_var.unsqueeze(-3) + fwd.b_var.unsqueeze(-2)  # (*B, G, G, D_out)
-    coupling = coupling.movedim(-1, -3)  # (*B, D_out, G, G), diagonal included
+    coupling = _coupling(x, w_var, fwd.b_var)  # (*B, D_out, G, G), diagonal included
     eye = torch.eye(coupling.shape[-1], dtype=coupling.dtype, device=coupling.device)
     system = eye + c.transpose(-1, -2).unsqueeze(-1) * coupling * (1 - eye)
     beta = torch.linalg.solve(system, a.transpose(-1, -2).unsqueeze(-1))  # (*B, D_out, G, 1)

@@ -166,3 +166,31 @@ def test_scaled_groups_keep_the_reference_weight_uncertainty(monkeypatch):
     assert 0.7 < std / ref_std < 1.33
     assert old_var / ref_var < 0.7  # the former rule: the first layer far too certain
     assert old_std / ref_std < 0.65 < std / ref_std
+
+
+_COUPLING_TOL = {
+    torch.float64: {"rtol": 1e-12, "atol": 1e-12},
+    torch.float32: {"rtol": 1e-5, "atol": 1e-5},
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_coupling_from_the_upper_triangle_equals_all_pairs(dtype, lead):
+    from amp.schedules import _coupling
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(*lead, 5, 7, generator=gen, dtype=torch.float64)
+    w_var = torch.rand(*lead, 7, 4, generator=gen, dtype=torch.float64)
+    b_var = torch.rand(*lead, 1, 4, generator=gen, dtype=torch.float64)
+    # K_j[n, m] = sum_i x_ni x_mi Var(W_ij) + Var(b_j), every pair by its own loop (float64)
+    expected = torch.zeros(*lead, 4, 5, 5, dtype=torch.float64)
+    for n in range(5):
+        for m in range(5):
+            expected[..., n, m] = (x[..., n, :, None] * x[..., m, :, None] * w_var).sum(-2)
+    expected += b_var.squeeze(-2)[..., None, None]
+    got = _coupling(x.to(dtype), w_var.to(dtype), b_var.to(dtype))
+    assert got.dtype == dtype
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got.double(), expected, **_COUPLING_TOL[dtype])
+    assert torch.equal(got, got.transpose(-1, -2))  # mirrored, not recomputed
