@@ -14,6 +14,7 @@ __all__ = [
     "DTYPES",
     "Stopwatch",
     "call_compiled",
+    "compile_options",
     "compiled_kernels_available",
     "denormals_flushed",
     "flush_denormal",
@@ -31,12 +32,26 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 _log = logging.getLogger(__name__)
 _kernels: dict[Callable, Callable] = {}
+_options: dict[Callable, dict[str, Any]] = {}
 _compile_failed = False
 
 
 def compiled_kernels_available() -> bool:
     """Whether :func:`call_compiled` compiles (``False`` after a failed compilation)."""
     return not _compile_failed
+
+
+def compile_options(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: Inductor options of the kernel that :func:`call_compiled` builds of a function.
+
+    The function itself is returned unchanged (it stays the eager reference).
+    """
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _options[fn] = options
+        return fn
+
+    return register
 
 
 def call_compiled(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any | None:
@@ -55,7 +70,7 @@ def call_compiled(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any | No
         return None
     kernel = _kernels.get(fn)
     if kernel is None:
-        kernel = _kernels[fn] = torch.compile(fn, dynamic=True)
+        kernel = _kernels[fn] = torch.compile(fn, dynamic=True, options=_options.get(fn))
     try:
         return kernel(*args, **kwargs)
     except Exception as err:  # noqa: BLE001 (any compiler failure: fall back, once)

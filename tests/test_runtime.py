@@ -118,3 +118,27 @@ def test_flushing_leaves_accuracy_and_nll_unchanged_on_real_data():
     assert abs(acc_flush - acc_keep) <= 2 / 256  # at most two borderline test images flip
     assert nll_flush == pytest.approx(nll_keep, rel=1e-3)
     assert torch.allclose(p_flush, p_keep, atol=1e-3)
+
+
+def test_compile_options_reach_the_compiler_and_leave_the_function_unchanged(monkeypatch):
+    from amp import runtime
+    from amp.factors import linear_fused
+
+    seen = []
+
+    def fake_compile(fn, **kwargs):
+        seen.append(kwargs)
+        return fn
+
+    @runtime.compile_options(realize_reads_threshold=7)
+    def double(x):
+        return 2 * x
+
+    monkeypatch.setattr(runtime.torch, "compile", fake_compile)
+    monkeypatch.setattr(runtime, "_kernels", {})
+    assert double(3) == 6
+    assert runtime.call_compiled(double, 4) == 8
+    assert seen == [{"dynamic": True, "options": {"realize_reads_threshold": 7}}]
+    assert runtime._options[linear_fused.messages] == {
+        "realize_reads_threshold": linear_fused.RECOMPUTE_READS
+    }
