@@ -104,8 +104,9 @@ class Trainer:
         flush_denormal: Flush subnormal numbers to zero on the CPU while training
             (:func:`amp.runtime.flush_denormal`: much faster in float32; the previous mode is
             restored after every :meth:`fit`, so other code in the process is unaffected).
-        compiled: Compute the fully connected layers' backward messages by the compiled exact
-            kernel of :mod:`amp.factors.linear_fused` and the LeakyReLU messages by compiled
+        compiled: Compute the weight layers' backward messages (fully connected and
+            convolutional) by the compiled exact kernel of :mod:`amp.factors.linear_fused` and
+            the LeakyReLU messages by compiled
             kernels of the same functions (:func:`amp.runtime.call_compiled`; several times
             faster once compiled, the first groups of a process compile for seconds). Sets
             ``compiled`` on every layer of ``net`` that has the switch.

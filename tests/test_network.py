@@ -147,6 +147,30 @@ def test_compiled_and_eager_paths_give_the_same_predictions(schedule, dtype, mon
     assert any(used)  # the compiled kernel did take part
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("schedule", ["sequential", "scaled"])
+def test_compiled_and_eager_paths_train_the_same_cnn(schedule, dtype, monkeypatch):
+    positions = []
+    original = linear_fused.group_backward
+
+    def recording(fwd, *args, **kwargs):
+        result = original(fwd, *args, **kwargs)
+        positions.append(fwd.x_mean.shape[-2] if result is not None else 0)
+        return result
+
+    monkeypatch.setattr(linear_fused, "group_backward", recording)
+    rtol, atol = (1e-9, 1e-12) if dtype == torch.float64 else (2e-4, 1e-6)
+    arch = [specs.Conv2d(3, 3, padding=1), specs.LeakyReLU(), *SMALL_CNN]  # a hidden convolution
+    x, y = image_data(48)
+    probabilities = []
+    for compiled in (True, False):
+        net = Network(arch, (1, 6, 6), seed=0, dtype=dtype)
+        Trainer(net, 24, schedule=schedule, seed=1, compiled=compiled).fit(x.to(dtype), y, epochs=3)
+        probabilities.append(net.predict(x[:16].to(dtype)))
+    assert torch.allclose(probabilities[0], probabilities[1], rtol=rtol, atol=atol)
+    assert max(positions) == 36  # the convolutions' messages came from the compiled kernel
+
+
 def test_prediction_shape_errors():
     net = Network(specs.arch("toy_regression"), (1,), seed=0)
     with pytest.raises(ValueError, match="input shape"):

@@ -83,7 +83,7 @@ class WeightLayer:
         self._keep_messages = False
         self._own_messages_zero = True
         self.fast = True  # evaluate fully connected messages by matrix products when possible
-        self.compiled = False  # fully connected: the compiled exact kernel instead (linear_fused)
+        self.compiled = False  # the compiled exact kernel instead (amp.factors.linear_fused)
         self._cache: tuple[Group, Forward] | None = None
 
     @property
@@ -259,11 +259,11 @@ class WeightLayer:
     ) -> tuple[NatGaussian, NatGaussian | None]:
         """New weight messages (per example or their product over the group) and input messages.
 
-        Where the weights are shared by the group, a fully connected layer with
-        :attr:`compiled` set uses the compiled exact kernel
-        (:func:`amp.factors.linear_fused.group_backward`); otherwise, with :attr:`fast` set, the
-        series evaluation (:func:`amp.factors.linear_series.group_backward`) is used where it is
-        cheaper; otherwise the elementwise one (the reference).
+        Where the weights are shared by the group, a layer with :attr:`compiled` set uses the
+        compiled exact kernel (:func:`amp.factors.linear_fused.group_backward`; convolutions
+        on their unfolded patches, every output position a term); otherwise, with :attr:`fast`
+        set, the series evaluation (:func:`amp.factors.linear_series.group_backward`) is used
+        where it is cheaper; otherwise the elementwise one (the reference).
 
         Args:
             fwd: Forward pass of the group.
@@ -281,7 +281,7 @@ class WeightLayer:
             lin = fwd.linear if self.is_conv else fwd
             back = conv2d.positions(m_back) if self.is_conv else m_back
             fast = None
-            if self.compiled and not self.is_conv:
+            if self.compiled:
                 fast = linear_fused.group_backward(
                     lin, back, with_input=not self.first, per_example=per_example
                 )

@@ -43,6 +43,21 @@ def test_compiled_equals_elementwise_messages(dtype, hidden, lead, per_example):
         assert fused.to_input is None
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("per_example", [False, True])
+def test_compiled_equals_elementwise_messages_over_positions(dtype, per_example):
+    # convolutions: every output position of an example is one term of the weights' messages
+    fwd, m_back = random_layer(dtype, hidden=True, g=4, d_in=45, d_out=6, positions=9)
+    fused = linear_fused.group_backward(fwd, m_back, with_input=True, per_example=per_example)
+    ref_w, ref_x = reference(fwd, m_back, hidden=True, per_example=per_example)
+    assert fused.to_weight.shape == ref_w.shape
+    assert fused.to_input.shape == ref_x.shape == (4, 9, 45)
+    tol = TOLERANCE[dtype]
+    for got, ref in ((fused.to_weight, ref_w), (fused.to_input, ref_x)):
+        assert relative_error(got.tau, ref.tau) < tol
+        assert relative_error(got.rho, ref.rho) < tol
+
+
 def test_one_kernel_serves_every_size():
     for g, d_in, d_out in ((8, 50, 20), (3, 17, 5), (16, 120, 7)):
         fwd, m_back = random_layer(torch.float64, hidden=True, g=g, d_in=d_in, d_out=d_out)

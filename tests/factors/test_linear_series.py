@@ -9,7 +9,9 @@ from amp.gaussian import NatGaussian
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
 
 
-def random_layer(dtype, *, hidden, lead=(), g=8, d_in=600, d_out=20, seed=0, outlier=False):
+def random_layer(
+    dtype, *, hidden, lead=(), g=8, d_in=600, d_out=20, seed=0, outlier=False, positions=1
+):
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -18,15 +20,17 @@ def random_layer(dtype, *, hidden, lead=(), g=8, d_in=600, d_out=20, seed=0, out
     def randn(*shape):
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    x = randn(*lead, g, 1, d_in) * 0.6
+    x = randn(*lead, g, positions, d_in) * 0.6
     if outlier:  # one input with a large second moment: its rows need the exact evaluation
         x[..., 3] = 30.0
-    x_var = rand(*lead, g, 1, d_in) * 0.1 if hidden else None
+    x_var = rand(*lead, g, positions, d_in) * 0.1 if hidden else None
     w = NatGaussian.from_moments(
         randn(*lead, 1, d_in, d_out) * 0.1, rand(*lead, 1, d_in, d_out) * 0.004 + 0.001
     )
     b = NatGaussian.from_moments(torch.zeros(*lead, 1, d_out), torch.full((*lead, 1, d_out), 0.5))
-    m_back = NatGaussian.from_moments(randn(*lead, g, 1, d_out), rand(*lead, g, 1, d_out) + 0.1)
+    m_back = NatGaussian.from_moments(
+        randn(*lead, g, positions, d_out), rand(*lead, g, positions, d_out) + 0.1
+    )
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     fwd = linear.to_output(cast(x), cast(x_var), w.to(dtype), b.to(dtype))
     return fwd, m_back.to(dtype)
