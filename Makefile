@@ -21,7 +21,7 @@ SNAKEMAKE := $(BIN)/python -m snakemake
 HAVE_FASHION := $(BIN)/python -c "from harness.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1)"
 GET_FASHION := $(BIN)/python -c "from harness.data import load_dataset as l; l('fashion_mnist', subset=1, test_subset=1, download=True)"
 
-.PHONY: help venv data test test-slow all ci ci-pipeline uci gpu-check bench bench-quick lint format dryrun report clean
+.PHONY: help venv data test test-slow all ci ci-pipeline uci gpu-check bench bench-quick bench-floor lint format dryrun report clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CORES=$(CORES)] [CONFIG=$(CONFIG)]"
@@ -76,6 +76,10 @@ bench: $(STAMP) ## speed and memory of MP, AdamW and IVON on this CPU, real and 
 
 bench-quick: $(STAMP) ## the same on a quarter of the examples, once (minutes; written to results/bench/)
 	$(BIN)/python -m harness.bench --quick --device cpu --threads $(CORES) --out results/bench
+
+bench-floor: $(STAMP) data ## the arithmetic floor of MP's pass on mlp and mlp5m against AdamW (reports/bench_floor_*.md; minutes)
+	$(BIN)/python -m harness.bench_floor --arch mlp --threads $(CORES) --out reports
+	$(BIN)/python -m harness.bench_floor --arch mlp5m --threads $(CORES) --out reports
 
 gpu-check: $(STAMP) ## on a CUDA machine: the GPU tests, then the benchmark (reports/bench_cuda.md)
 	$(BIN)/pytest -q -m gpu 2>&1 | tee reports/gpu_tests.log

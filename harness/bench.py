@@ -79,7 +79,7 @@ class Measurement:
         inputs: ``real:<data set>`` or ``random``.
         flush_denormal: Whether subnormals were flushed to zero while it was timed.
         threads: PyTorch's intra-op threads of the measuring process.
-        compiled: MP only: the fully connected and LeakyReLU messages by compiled kernels
+        compiled: MP only: the weight layers' and LeakyReLU messages by compiled kernels
             (``Trainer(compiled=True)``) rather than eagerly.
         profile: MP (default schedule) only: share of time per ``"<layer kind> <direction>"``.
     """
@@ -291,8 +291,8 @@ def render(rows: list[Measurement], device: str) -> tuple[str, list[dict]]:
         "`mp`: the default (scaled) schedule; `mp_sequential`: one example at a time (the "
         "reference). flush: subnormal numbers flushed to zero while timed (MP's default on the "
         "CPU; the baselines run in the IEEE default mode). s / 1k per kept sweep: MP's cost per "
-        "sweep when a batch is swept twice per visit (epochs ≥ 3). kernels: MP's fully "
-        "connected and LeakyReLU messages by compiled kernels or eagerly (compilation happens "
+        "sweep when a batch is swept twice per visit (epochs ≥ 3). kernels: MP's weight "
+        "layers' and LeakyReLU messages by compiled kernels or eagerly (compilation happens "
         "in the untimed warm-up pass). NaN: not applicable.",
         *_profile_lines([r for r in rows if r.profile]),
     ]
