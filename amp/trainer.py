@@ -106,10 +106,10 @@ class Trainer:
             restored after every :meth:`fit`, so other code in the process is unaffected).
         compiled: Compute the weight layers' backward messages (fully connected and
             convolutional) by the compiled exact kernel of :mod:`amp.factors.linear_fused` and
-            the LeakyReLU messages by compiled
-            kernels of the same functions (:func:`amp.runtime.call_compiled`; several times
-            faster once compiled, the first groups of a process compile for seconds). Sets
-            ``compiled`` on every layer of ``net`` that has the switch.
+            the LeakyReLU messages by compiled kernels of the same functions
+            (:func:`amp.runtime.call_compiled`; several times faster once compiled, the first
+            groups of a process compile for seconds). Sets ``compiled`` on every layer of
+            ``net`` that has the switch.
     """
 
     def __init__(

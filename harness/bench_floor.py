@@ -102,10 +102,8 @@ def _kernels(
 
     def forward() -> None:
         linear._matmul(x, w_mean)
-        if x_var is None:
-            linear._matmul(x * x, w_var)
-        else:
-            linear._matmul(x * x, w_var)
+        linear._matmul(x * x, w_var)
+        if x_var is not None:
             linear._matmul(x_var, w_var + w_mean * w_mean)
 
     corrected, _ = joint_innovations(fwd, m_back)
