@@ -42,7 +42,16 @@ from amp.runtime import denormals_flushed, resolve_device, resolve_dtype, synchr
 from amp.trainer import Trainer, default_iterations
 from harness.bench_profile import profile_pass
 
-__all__ = ["Measurement", "main", "measure", "paper_seconds", "render"]
+__all__ = [
+    "Measurement",
+    "main",
+    "measure",
+    "paper_seconds",
+    "random_data",
+    "real_data",
+    "render",
+    "time_baseline",
+]
 
 BATCH_SIZE = 128
 PAPER_EPOCHS = 25
@@ -99,7 +108,8 @@ class Measurement:
     profile: dict[str, float] | None = None
 
 
-def _random_data(arch: str, n: int, dtype: torch.dtype, device: torch.device) -> tuple:
+def random_data(arch: str, n: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    """``n`` random inputs shaped for ``arch`` (standard normal) and labels, seeded."""
     gen = torch.Generator().manual_seed(0)
     shape = specs.default_input_shape(arch)
     x = torch.randn(n, *shape, generator=gen).to(dtype=dtype, device=device)
@@ -142,7 +152,7 @@ def real_data(arch: str, n: int, dtype: torch.dtype, device: torch.device) -> tu
 def _data(task: dict, dtype: torch.dtype, device: torch.device) -> tuple:
     if task["inputs"] == "real":
         return real_data(task["arch"], task["examples"], dtype, device)
-    return (*_random_data(task["arch"], task["examples"], dtype, device), "random")
+    return (*random_data(task["arch"], task["examples"], dtype, device), "random")
 
 
 def _time_mp(x, y, arch, dtype, schedule, device, repeats, flush, compiled, profile) -> tuple:
@@ -166,7 +176,8 @@ def _time_mp(x, y, arch, dtype, schedule, device, repeats, flush, compiled, prof
     return passes(1), passes(2), modes[0], shares
 
 
-def _time_baseline(x, y, arch, method, device, repeats) -> float:
+def time_baseline(x, y, arch, method, device, repeats) -> float:
+    """Median seconds per 1,000 examples of one AdamW or IVON epoch after a warm-up epoch."""
     from baselines.train import TrainConfig, train
 
     n = x.shape[0]
@@ -193,7 +204,7 @@ def _worker(task: dict, queue) -> None:
         )  # fmt: skip
     else:
         flushed = denormals_flushed()
-        per_1000 = _time_baseline(x, y, task["arch"], task["method"], device, task["repeats"])
+        per_1000 = time_baseline(x, y, task["arch"], task["method"], device, task["repeats"])
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
     queue.put((per_1000, sweep, rss, gpu, inputs, flushed, torch.get_num_threads(), shares))

@@ -45,7 +45,7 @@ from amp.network import Network
 from amp.runtime import flush_denormal
 from amp.schedules import DEFAULT_GROUP_SIZE, joint_innovations
 from amp.trainer import Trainer
-from harness.bench import BATCH_SIZE, EXAMPLES, _time_baseline, real_data
+from harness.bench import BATCH_SIZE, EXAMPLES, random_data, real_data, time_baseline
 
 __all__ = ["FloorRow", "floor_rows", "main", "render"]
 
@@ -136,7 +136,7 @@ def floor_rows(
     if any(isinstance(s, specs.Conv2d) for s in layer_specs):
         raise ValueError(f"{arch!r} has convolutions; the floor covers fully connected networks")
     n = x.shape[0]
-    adamw = _time_baseline(x, y, arch, "adamw", x.device, repeats)  # IEEE mode, before MP
+    adamw = time_baseline(x, y, arch, "adamw", x.device, repeats)  # IEEE mode, before MP
     net = Network(layer_specs, specs.default_input_shape(arch), dtype=x.dtype, device=x.device)
     trainer = Trainer(net, BATCH_SIZE, compiled=True)
     captured = _capture(net)
@@ -209,13 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     examples = args.examples or EXAMPLES.get(args.arch, BATCH_SIZE)
+    cpu = torch.device("cpu")
     if args.random:
-        gen = torch.Generator().manual_seed(0)
-        shape = specs.default_input_shape(args.arch)
-        x = torch.randn(examples, *shape, generator=gen)
-        y, inputs = torch.randint(0, 10, (examples,), generator=gen), "random"
+        (x, y), inputs = random_data(args.arch, examples, torch.float32, cpu), "random"
     else:
-        x, y, inputs = real_data(args.arch, examples, torch.float32, torch.device("cpu"))
+        x, y, inputs = real_data(args.arch, examples, torch.float32, cpu)
     rows, flushed = floor_rows(args.arch, x, y, repeats=args.repeats)
     text = render(args.arch, inputs, rows, flushed, torch.get_num_threads())
     io.write_text(Path(args.out) / f"bench_floor_{args.arch}.md", text)
